@@ -1,0 +1,236 @@
+"""Typed run configuration, TOML presets and overrides.
+
+A run is described by one `RunConfig` (data, model, train). Presets are plain TOML files with the same
+tables (`[data]`, `[model]`, `[model.layer]`, `[train]`); anything left out keeps its default. The fully
+resolved config is saved next to every result as `config.toml`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+import tomli_w
+
+from .errors import ConfigError
+
+CHOICES = {
+    "data.encoding": ("onehot", "border", "concat"),
+    "data.negatives": ("random", "hard"),
+    "model.goodness": ("sum", "mean"),
+    "model.loss": ("threshold", "symba"),
+    "model.norm": ("rms", "l2", "none"),
+    "model.classifier_layers": ("all-but-first", "all", "last"),
+    "train.optimizer": ("sgd", "adam"),
+    "train.lr_schedule": ("constant", "cooldown", "cosine"),
+    "train.schedule": ("simultaneous", "greedy"),
+    "train.device": ("auto", "cpu", "cuda"),
+}
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist"
+    data_dir: str = ""  # empty: --data-dir, else $FFHW_DATA, else the per-user cache (see ffhw.data)
+    val_size: int = 10000  # carved deterministically from the training set; the test set is for test metrics only
+    train_subset: int = 0  # use only the first N training samples (0: all); for quick checks and tests
+    encoding: str = "onehot"  # where the label goes: first C pixels, image border, or appended
+    negatives: str = "random"  # random wrong label, or hard: drawn in proportion to wrong-label goodness
+
+
+@dataclass
+class ModelConfig:
+    layer_type: str = "standard"
+    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    goodness: str = "sum"  # sum or mean of squared activities (rates for spiking layers)
+    loss: str = "threshold"
+    # Threshold per unit: the threshold on sum goodness is theta * width (loeweX: theta = width),
+    # on mean goodness it is theta itself (Trifecta: tau = 2).
+    theta: float = 1.0
+    alpha: float = 4.0  # SymBa sharpness
+    norm: str = "rms"  # normalisation of each layer's input: rms (loeweX), l2 (Hinton), none
+    peer_norm: float = 0.03  # weight of peer normalisation (0 disables)
+    peer_momentum: float = 0.9
+    straight_through: bool = True  # ReLU forward, identity gradient backward (loeweX)
+    classifier_layers: str = "all-but-first"  # layers whose goodness is summed by the goodness classifier
+    layer: dict[str, Any] = field(default_factory=dict)  # options of the chosen layer type
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 100
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    lr_schedule: str = "cooldown"  # loeweX: constant, then linear to zero over the second half
+    schedule: str = "simultaneous"  # every layer every batch, or greedy: one layer after another
+    head: bool = True  # train the linear classifier on neutral-label activities (loeweX)
+    head_lr: float = 1e-2
+    head_weight_decay: float = 3e-3
+    seed: int = 0
+    seeds: int = 1  # number of independent networks, seeds seed .. seed+seeds-1, trained side by side
+    device: str = "auto"
+    eval_batch_size: int = 1000
+    train_metrics: bool = True  # accumulate per-layer metrics over training batches
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        cfg = cls()
+        merge(cfg, data)
+        return cfg
+
+    def validate(self) -> "RunConfig":
+        for key, allowed in CHOICES.items():
+            value = get_path(self, key)
+            if value not in allowed:
+                raise ConfigError(f"{key} = {value!r} is not one of {', '.join(allowed)}")
+        m, t = self.model, self.train
+        if not m.hidden or any(int(w) <= 0 for w in m.hidden):
+            raise ConfigError(f"model.hidden = {m.hidden} must list one or more positive layer widths")
+        for name, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
+                            ("train.seeds", t.seeds), ("train.eval_batch_size", t.eval_batch_size)):
+            if value <= 0:
+                raise ConfigError(f"{name} = {value} must be positive")
+        if t.lr <= 0 or t.head_lr <= 0:
+            raise ConfigError("train.lr and train.head_lr must be positive")
+        if m.classifier_layers == "all-but-first" and len(m.hidden) < 2:
+            m.classifier_layers = "all"  # one layer: nothing else to read
+        return self
+
+
+def merge(obj: Any, data: dict, prefix: str = "") -> None:
+    """Set dataclass fields from a nested dict; unknown keys are an error (typos must not pass silently)."""
+    known = {f.name: f for f in fields(obj)}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key {path!r}; known keys: {', '.join(known)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a table")
+            merge(current, value, path + ".")
+        elif isinstance(current, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a table")
+            current.update(value)
+        else:
+            setattr(obj, key, coerce(path, current, value))
+
+
+def coerce(path: str, current: Any, value: Any) -> Any:
+    """Convert a preset or CLI value to the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if isinstance(current, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, list):
+            return parse_hidden(value) if path.endswith("hidden") else list(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path} = {value!r} is not a valid {type(current).__name__}") from None
+
+
+def parse_hidden(spec: Any) -> list[int]:
+    """'4x2000' -> [2000]*4; '500,500' -> [500, 500]; a list passes through."""
+    if isinstance(spec, (list, tuple)):
+        return [int(w) for w in spec]
+    text = str(spec).replace(" ", "")
+    try:
+        if "x" in text:
+            depth, width = text.split("x")
+            return [int(width)] * int(depth)
+        return [int(w) for w in text.split(",") if w]
+    except ValueError:
+        raise ConfigError(f"hidden = {spec!r}: write DEPTHxWIDTH (e.g. 4x2000) or widths (e.g. 500,500)") from None
+
+
+def get_path(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
+
+
+def override(cfg: RunConfig, dotted: str, value: Any) -> None:
+    """Apply one `section.key=value` override (values from the CLI are strings; TOML syntax is accepted)."""
+    parts = dotted.split(".")
+    if isinstance(value, str):
+        try:
+            value = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            pass  # a bare string
+    nested: dict = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    merge(cfg, nested)
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def find_preset(name: str, folder: str = "models") -> Path:
+    """A preset is a TOML file path, or a name looked up in ./models/ and then in the repository's models/."""
+    path = Path(name)
+    if path.suffix == ".toml" and path.is_file():
+        return path
+    for base in (Path.cwd() / folder, repo_root() / folder):
+        candidate = base / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    available = sorted({p.stem for base in (Path.cwd() / folder, repo_root() / folder) if base.is_dir()
+                        for p in base.glob("*.toml")})
+    raise ConfigError(f"preset {name!r} not found; available: {', '.join(available) or 'none'} "
+                      f"(or pass a path to a .toml file)")
+
+
+def load_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def load_preset(name: str) -> RunConfig:
+    path = find_preset(name)
+    data = load_toml(path)
+    data.pop("description", None)
+    cfg = RunConfig.from_dict(data)
+    if not cfg.name:
+        cfg.name = path.stem
+    return cfg
+
+
+def dumps(cfg: RunConfig) -> str:
+    return tomli_w.dumps(cfg.to_dict())

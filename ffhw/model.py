@@ -1,0 +1,117 @@
+"""An FF network: label encoding, a stack of FF layers (any one type), their objectives and the classifiers.
+
+Classifiers:
+- goodness: embed every label, sum the goodness of the chosen layers, predict the argmax;
+- head: loeweX's linear classifier on the (RMS-normalised, detached) activities of the chosen layers for
+  the neutral label; zero-initialised, trained beside the layers.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .encode import LabelEncoding
+from .layers import LayerOutput, get_layer_type
+from .objectives import Objective
+
+
+def derive_seed(*parts) -> int:
+    """A stable 63-bit seed from any parts (run seed, epoch, stream name...): the same parts, the same seed."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def seed_generators(seeds: list[int], *parts, device="cpu") -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(derive_seed(s, *parts)) for s in seeds]
+
+
+class FFNet(nn.Module):
+    def __init__(self, cfg: RunConfig, image_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        m = cfg.model
+        self.seed_list = [cfg.train.seed + i for i in range(cfg.train.seeds)]
+        self.num_classes, self.goodness_kind = num_classes, m.goodness
+        self.encoding = LabelEncoding(cfg.data.encoding, num_classes, image_shape)
+        layer_cls = get_layer_type(m.layer_type)
+        self.options = layer_cls.resolve_options(dict(m.layer))
+        dims = [self.encoding.in_dim, *[int(w) for w in m.hidden]]
+        self.layers = nn.ModuleList(
+            layer_cls(k, dims[k], dims[k + 1], len(self.seed_list), m, self.options,
+                      seed_generators(self.seed_list, "init", k))
+            for k in range(len(m.hidden)))
+        self.objectives = [Objective(m, layer.units) for layer in self.layers]
+        n = len(self.layers)
+        self.classifier_layers = {"all-but-first": list(range(1, n)), "all": list(range(n)),
+                                  "last": [n - 1]}[m.classifier_layers] or list(range(n))
+        features = sum(self.layers[k].units for k in self.classifier_layers)
+        seeds = len(self.seed_list)
+        self.head_weight = nn.Parameter(torch.zeros(seeds, features, num_classes))
+        self.head_bias = nn.Parameter(torch.zeros(seeds, 1, num_classes))
+        # Saved with the weights so that `records.load_model` can rebuild the network from model.pt alone.
+        self.register_buffer("_image_shape", torch.tensor(image_shape))
+        self.register_buffer("_num_classes", torch.tensor(num_classes))
+
+    @property
+    def seeds(self) -> int:
+        return len(self.seed_list)
+
+    def layer_parameters(self, k: int) -> list[nn.Parameter]:
+        return list(self.layers[k].parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [self.head_weight, self.head_bias]
+
+    def expand_seeds(self, x: torch.Tensor) -> torch.Tensor:
+        """The same inputs for every seed: [N, ...] -> [S, N, ...] (a view, no copy)."""
+        return x.unsqueeze(0).expand(self.seeds, *x.shape)
+
+    def forward_layers(self, x: torch.Tensor, upto: int | None = None) -> list[LayerOutput]:
+        """Run the layers on encoded inputs [S, N, D]; each layer's input is detached (learning stays local)."""
+        outputs, inp = [], x
+        for layer in self.layers[: upto if upto is not None else len(self.layers)]:
+            out = layer(inp.detach())
+            outputs.append(out)
+            inp = out.out
+        return outputs
+
+    def head_logits(self, outputs: list[LayerOutput]) -> torch.Tensor:
+        feats = []
+        for k in self.classifier_layers:
+            a = outputs[k].act.detach().flatten(2)
+            feats.append(a / (a.square().mean(-1, keepdim=True).sqrt() + 1e-8))
+        return torch.baddbmm(self.head_bias, torch.cat(feats, -1), self.head_weight)
+
+    @torch.no_grad()
+    def evaluate_batch(self, images: torch.Tensor, with_head: bool = True):
+        """Everything evaluation needs for one batch of images [N, ...] (shared by all seeds).
+
+        Returns goodness [L, S, N, C] for every label, head logits [S, N, C] (or None), and each layer's
+        hardware statistics. Layer 0 runs once per image for all labels (`forward_labels`); the rest
+        run on the N*C label-embedded activities.
+        """
+        base = self.expand_seeds(self.encoding.base(images))
+        c = self.num_classes
+        out = self.layers[0].forward_labels(base, self.encoding.patterns)
+        outputs = [out]
+        for layer in self.layers[1:]:
+            out = layer(out.out)
+            outputs.append(out)
+        s, n = base.shape[:2]
+        goodness = torch.stack([obj.goodness(o.act).reshape(s, n, c) for obj, o in zip(self.objectives, outputs)])
+        stats = [layer.hardware_stats(o) for layer, o in zip(self.layers, outputs)]
+        logits = None
+        if with_head:
+            neutral = self.expand_seeds(self.encoding.embed_neutral(images))
+            logits = self.head_logits(self.forward_layers(neutral))
+        return goodness, logits, stats
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, classifier: str = "goodness") -> torch.Tensor:
+        """Class predictions [S, N] with the goodness classifier or the linear head."""
+        goodness, logits, _ = self.evaluate_batch(images, with_head=classifier == "head")
+        if classifier == "head":
+            return logits.argmax(-1)
+        return goodness[self.classifier_layers].sum(0).argmax(-1)

@@ -1,0 +1,60 @@
+"""Goodness, the layer-local losses, the binary layer accuracy and peer normalisation.
+
+All functions take a leading seed dimension S: goodness is [S, N], losses and accuracies are [S].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+
+def goodness(act: torch.Tensor, kind: str) -> torch.Tensor:
+    """Sum or mean of squared activities over all feature dims: act [S, N, ...] -> [S, N]."""
+    sq = act.flatten(2).square()
+    return sq.sum(-1) if kind == "sum" else sq.mean(-1)
+
+
+class Objective:
+    """The loss and the layer accuracy that goes with it, for one layer of `units` units."""
+
+    def __init__(self, cfg: ModelConfig, units: int):
+        self.kind, self.loss_kind, self.alpha = cfg.goodness, cfg.loss, cfg.alpha
+        # Threshold per unit: sum goodness compares with theta * width (loeweX: the width itself).
+        self.threshold = cfg.theta * units if cfg.goodness == "sum" else cfg.theta
+
+    def goodness(self, act: torch.Tensor) -> torch.Tensor:
+        return goodness(act, self.kind)
+
+    def loss(self, g_pos: torch.Tensor, g_neg: torch.Tensor) -> torch.Tensor:
+        """[S, N] positives and [S, N] aligned negatives -> [S]. softplus keeps large goodness finite."""
+        if self.loss_kind == "symba":
+            # SymBa: one loss per (positive, negative) pair on their goodness gap.
+            return F.softplus(-self.alpha * (g_pos - g_neg)).mean(-1)
+        # BCE with logits (goodness - threshold), positives and negatives weighted equally (loeweX).
+        return 0.5 * (F.softplus(self.threshold - g_pos).mean(-1) + F.softplus(g_neg - self.threshold).mean(-1))
+
+    def binary_accuracy(self, g_pos: torch.Tensor, g_neg: torch.Tensor) -> torch.Tensor:
+        """Adamson's layer accuracy (TP + TN) / m at sigmoid(goodness - threshold) > 0.5; chance is 0.5.
+
+        SymBa has no threshold: there the accuracy is the share of pairs ranked correctly (g_pos > g_neg),
+        which also has chance 0.5.
+        """
+        if self.loss_kind == "symba":
+            return (g_pos > g_neg).float().mean(-1)
+        return 0.5 * ((g_pos > self.threshold).float().mean(-1) + (g_neg <= self.threshold).float().mean(-1))
+
+
+def peer_update(running: torch.Tensor, act_pos: torch.Tensor, momentum: float) -> torch.Tensor:
+    """New running mean of each unit's activity on positives (carries gradient through this batch).
+
+    running [S, U], act_pos [S, N, ...] -> [S, U]
+    """
+    batch_mean = act_pos.flatten(2).mean(1)
+    return running.detach() * momentum + batch_mean * (1.0 - momentum)
+
+
+def peer_loss(running: torch.Tensor) -> torch.Tensor:
+    """Penalise units whose running activity differs from the layer's average (loeweX): [S, U] -> [S]."""
+    return (running.mean(-1, keepdim=True) - running).square().mean(-1)

@@ -1,0 +1,147 @@
+"""Run directories: resolved config, tidy metrics, summary, model and a resumable checkpoint.
+
+    <run>/config.toml     the fully resolved RunConfig
+    <run>/metrics.csv     seed, epoch, split, layer, metric, value   (one row per number; layer "net" for
+                          network-level metrics)
+    <run>/summary.json    status, final test metrics per seed and over seeds, timings, code version
+    <run>/model.pt        {"state_dict", "config"}: load with `load_model` (weights_only=True)
+    <run>/checkpoint.pt   model and optimiser state after the last finished epoch, for --resume
+
+Every file is written to a temporary name and renamed, so a kill never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import RunConfig, dumps, load_toml, repo_root
+from .errors import RunDirError
+
+METRIC_FIELDS = ("seed", "epoch", "split", "layer", "metric", "value")
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def code_version() -> dict:
+    """ffhw version and, in a git checkout, the commit and whether the tree had uncommitted changes."""
+    info = {"ffhw": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    root = repo_root()
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5)
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5)
+            info["dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # ---- creation / opening ----
+    @classmethod
+    def create(cls, path: Path, cfg: RunConfig) -> "RunDir":
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise RunDirError(f"{path} already holds results; pass --resume {path} to continue it, "
+                              f"or choose another --name/--out")
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        atomic_write(run.path / "config.toml", dumps(cfg))
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> "RunDir":
+        path = Path(path)
+        if not (path / "config.toml").is_file():
+            raise RunDirError(f"{path} is not an ffhw run directory (no config.toml)")
+        return cls(path)
+
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(load_toml(self.path / "config.toml"))
+
+    # ---- metrics ----
+    def read_metrics(self) -> list[dict]:
+        path = self.path / "metrics.csv"
+        if not path.exists():
+            return []
+        with open(path, newline="") as fh:
+            return [dict(row, seed=int(row["seed"]), epoch=int(row["epoch"]), value=float(row["value"]))
+                    for row in csv.DictReader(fh)]
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "value": repr(float(row["value"]))})
+        atomic_write(self.path / "metrics.csv", buf.getvalue())
+
+    # ---- summary, model, checkpoint ----
+    def write_summary(self, summary: dict) -> None:
+        summary = {**summary, "code": code_version(), "machine": platform.node(),
+                   "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write(self.path / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    def read_summary(self) -> dict:
+        path = self.path / "summary.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def save_model(self, model: torch.nn.Module, cfg: RunConfig) -> None:
+        atomic_torch_save({"state_dict": model.state_dict(), "config": cfg.to_dict()}, self.path / "model.pt")
+
+    def save_checkpoint(self, state: dict) -> None:
+        atomic_torch_save(state, self.path / "checkpoint.pt")
+
+    def load_checkpoint(self) -> dict | None:
+        path = self.path / "checkpoint.pt"
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise RunDirError(f"{path} cannot be read ({exc}); delete it to restart the run from scratch") from None
+
+
+def load_model(run_dir: str | os.PathLike, device: str = "cpu"):
+    """Rebuild a trained network from `<run_dir>/model.pt` (or a model.pt path). Returns (model, config)."""
+    from .model import FFNet  # here, not at the top: records must not depend on the model code
+
+    path = Path(run_dir)
+    path = path / "model.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise RunDirError(f"{path} not found; train a model first (python -m ffhw.run ...)")
+    blob = torch.load(path, map_location=device, weights_only=True)
+    cfg = RunConfig.from_dict(blob["config"])
+    image_shape, num_classes = tuple(blob["state_dict"]["_image_shape"].tolist()), int(blob["state_dict"]["_num_classes"])
+    model = FFNet(cfg, image_shape, num_classes).to(device)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, cfg

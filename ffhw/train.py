@@ -1,0 +1,349 @@
+"""The training loop: plain, visible, the same for every layer type.
+
+Each step: draw a batch per seed -> embed true labels (positives) and wrong labels (negatives) -> run the
+layers, each on its detached input -> per-layer goodness loss (+ peer normalisation) -> one backward over
+the sum of local losses (no gradient crosses a layer) -> each layer's optimiser steps. The linear head
+trains beside them on the detached neutral-label activities.
+
+Randomness is derived from (seed, epoch, stream), never carried as state: data order, negatives and any
+in-layer sampling of an epoch depend only on those, so a resumed run replays exactly what an
+uninterrupted one would have done. Metrics are accumulated as device tensors and read once per epoch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .data import Data, Split
+from .encode import hard_negatives, random_negatives
+from .errors import DivergenceError
+from .model import FFNet, derive_seed, seed_generators
+from .objectives import peer_loss, peer_update
+from .records import RunDir
+
+LAYER_METRICS = ("loss", "layer_acc", "g_pos", "g_neg")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def make_optimizer(params, cfg: RunConfig, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=weight_decay)
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier for a 0-based epoch."""
+    if schedule == "cooldown":  # loeweX: constant for the first half, then linearly down towards zero
+        return min(1.0, 2.0 * (epochs - epoch) / epochs)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return 1.0
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    rows: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, data: Data, model: FFNet, device: torch.device,
+                 run: RunDir | None = None, ui=None):
+        self.cfg, self.data, self.model, self.device, self.run = cfg, data, model, device, run
+        self.ui = ui
+        t = cfg.train
+        self.layer_opts = [make_optimizer(model.layer_parameters(k), cfg, t.lr, t.weight_decay)
+                           for k in range(len(model.layers))]
+        self.head_opt = make_optimizer(model.head_parameters(), cfg, t.head_lr, t.head_weight_decay)
+        self.rows: list[dict] = []
+        self.start_epoch = 0
+        self._eval_negatives: dict[str, torch.Tensor] = {}
+
+    # ---- state ----
+    def state_dict(self, epoch: int) -> dict:
+        return {"epoch": epoch, "model": self.model.state_dict(),
+                "layer_opts": [o.state_dict() for o in self.layer_opts], "head_opt": self.head_opt.state_dict()}
+
+    def load_state_dict(self, state: dict, rows: list[dict]) -> None:
+        self.model.load_state_dict(state["model"])
+        for opt, sd in zip(self.layer_opts, state["layer_opts"]):
+            opt.load_state_dict(sd)
+        self.head_opt.load_state_dict(state["head_opt"])
+        self.start_epoch = int(state["epoch"])
+        self.rows = [r for r in rows if r["epoch"] <= self.start_epoch and r["split"] != "test"]
+
+    # ---- schedule ----
+    def trained_layers(self, epoch: int) -> range:
+        """Layers that learn in this epoch: all (simultaneous), or one after another (greedy, equal shares)."""
+        n = len(self.model.layers)
+        if self.cfg.train.schedule == "greedy":
+            k = min(epoch * n // self.cfg.train.epochs, n - 1)
+            return range(k, k + 1)
+        return range(n)
+
+    def set_lr(self, epoch: int) -> None:
+        t = self.cfg.train
+        f = lr_factor(t.lr_schedule, epoch, t.epochs)
+        for opt in self.layer_opts:
+            for group in opt.param_groups:
+                group["lr"] = t.lr * f
+        for group in self.head_opt.param_groups:
+            group["lr"] = t.head_lr * f
+
+    def epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-seed data order [S, N] and negative label per training sample [S, N]."""
+        train, seeds = self.data.train, self.model.seed_list
+        n, dev = len(train), self.device
+        order = torch.stack([torch.randperm(n, generator=g, device=dev)
+                             for g in seed_generators(seeds, "order", epoch, device=dev)])
+        gens = seed_generators(seeds, "negatives", epoch, device=dev)
+        if self.cfg.data.negatives == "hard" and epoch > 0:
+            goodness = self.all_label_goodness(train)  # [S, N, C]
+            negatives = torch.stack([hard_negatives(goodness[s], train.y, g) for s, g in enumerate(gens)])
+        else:
+            negatives = torch.stack([random_negatives(train.y, self.data.num_classes, g) for g in gens])
+        return order, negatives
+
+    # ---- one step ----
+    def train_step(self, idx: torch.Tensor, negatives: torch.Tensor, layers: range, sums: dict) -> None:
+        model, enc, cfg = self.model, self.model.encoding, self.cfg.model
+        train = self.data.train
+        images, labels = train.images(idx), train.y[idx]
+        b = idx.shape[1]
+        x = torch.cat([enc.embed(images, labels), enc.embed(images, negatives.gather(1, idx))], dim=1)
+        total = x.new_zeros(())
+        inp = x
+        for k in range(layers.stop):
+            layer, obj = model.layers[k], model.objectives[k]
+            if k not in layers:  # frozen (greedy): only carries the input upwards
+                with torch.no_grad():
+                    inp = layer(inp).out
+                continue
+            out = layer(inp.detach())
+            g = obj.goodness(out.act)
+            g_pos, g_neg = g[:, :b], g[:, b:]
+            loss = obj.loss(g_pos, g_neg)
+            objective = loss
+            if cfg.peer_norm > 0:
+                running = peer_update(layer.peer_running, out.act[:, :b], cfg.peer_momentum)
+                layer.peer_running.copy_(running.detach())
+                objective = loss + cfg.peer_norm * peer_loss(running)
+            total = total + objective.sum()  # seeds add: each seed's gradient only sees its own loss
+            with torch.no_grad():
+                sums["loss"][k] += loss * b
+                sums["layer_acc"][k] += obj.binary_accuracy(g_pos, g_neg) * b
+                sums["g_pos"][k] += g_pos.mean(-1) * b
+                sums["g_neg"][k] += g_neg.mean(-1) * b
+            inp = out.out
+        if self.cfg.train.head:
+            with torch.no_grad():
+                outputs = model.forward_layers(model.encoding.base(images) + model.encoding.neutral)
+            logits = model.head_logits(outputs)  # [S, B, C]
+            ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+            total = total + ce.mean(-1).sum()
+            with torch.no_grad():
+                sums["head_loss"] += ce.sum(-1)
+                sums["head_acc"] += (logits.argmax(-1) == labels).float().sum(-1)
+        total.backward()
+        for k in layers:
+            self.layer_opts[k].step()
+            self.layer_opts[k].zero_grad(set_to_none=True)
+        if self.cfg.train.head:
+            self.head_opt.step()
+            self.head_opt.zero_grad(set_to_none=True)
+
+    # ---- evaluation ----
+    def eval_negatives(self, name: str, split: Split) -> torch.Tensor:
+        """One fixed wrong label per sample of a split, the same for every seed and epoch."""
+        if name not in self._eval_negatives:
+            g = torch.Generator(device=self.device).manual_seed(derive_seed("eval-negatives", name))
+            self._eval_negatives[name] = random_negatives(split.y, self.data.num_classes, g)
+        return self._eval_negatives[name]
+
+    @torch.no_grad()
+    def all_label_goodness(self, split: Split) -> torch.Tensor:
+        """Goodness of the classifier layers for every label, [S, N, C] (for hard negatives)."""
+        self.model.eval()
+        parts = []
+        bs = self.cfg.train.eval_batch_size
+        for start in range(0, len(split), bs):
+            g, _, _ = self.model.evaluate_batch(split.images(slice(start, start + bs)), with_head=False)
+            parts.append(g[self.model.classifier_layers].sum(0))
+        self.model.train()
+        return torch.cat(parts, dim=1)
+
+    @torch.no_grad()
+    def evaluate(self, name: str, split: Split) -> dict[str, torch.Tensor]:
+        """Per-layer [L, S] and network [S] metrics of a split: layer accuracies (binary and C-way), loss,
+        goodness of positives and negatives, hardware statistics, and each classifier's accuracy."""
+        model = self.model
+        model.eval()
+        neg_all = self.eval_negatives(name, split)
+        n_layers, s = len(model.layers), model.seeds
+        zeros = lambda: torch.zeros(n_layers, s, device=self.device)  # noqa: E731
+        sums = {"loss": zeros(), "layer_acc": zeros(), "layer_acc10": zeros(), "g_pos": zeros(), "g_neg": zeros()}
+        net = {"acc_goodness": torch.zeros(s, device=self.device), "acc_head": torch.zeros(s, device=self.device)}
+        stat_sums: list[dict[str, torch.Tensor]] = [{} for _ in range(n_layers)]
+        bs = self.cfg.train.eval_batch_size
+        for start in range(0, len(split), bs):
+            sl = slice(start, start + bs)
+            images, y, yn = split.images(sl), split.y[sl], neg_all[sl]
+            n = len(y)
+            goodness, logits, stats = model.evaluate_batch(images, with_head=self.cfg.train.head)
+            idx_pos = y.view(1, 1, n, 1).expand(n_layers, s, n, 1)
+            idx_neg = yn.view(1, 1, n, 1).expand(n_layers, s, n, 1)
+            g_pos, g_neg = goodness.gather(-1, idx_pos)[..., 0], goodness.gather(-1, idx_neg)[..., 0]
+            for k, obj in enumerate(model.objectives):
+                sums["loss"][k] += obj.loss(g_pos[k], g_neg[k]) * n
+                sums["layer_acc"][k] += obj.binary_accuracy(g_pos[k], g_neg[k]) * n
+                for key, value in stats[k].items():
+                    stat_sums[k][key] = stat_sums[k].get(key, 0) + value * n
+            sums["layer_acc10"] += (goodness.argmax(-1) == y).float().sum(-1)
+            sums["g_pos"] += g_pos.sum(-1)
+            sums["g_neg"] += g_neg.sum(-1)
+            net["acc_goodness"] += (goodness[model.classifier_layers].sum(0).argmax(-1) == y).float().sum(-1)
+            if logits is not None:
+                net["acc_head"] += (logits.argmax(-1) == y).float().sum(-1)
+        model.train()
+        total = len(split)
+        result = {f"layer/{k}": v / total for k, v in sums.items()}
+        for key in stat_sums[0]:
+            result[f"layer/{key}"] = torch.stack([st[key] for st in stat_sums]) / total
+        for key in model.layers[0].static_stats():
+            result[f"layer/{key}"] = torch.stack([torch.as_tensor(layer.static_stats()[key], dtype=torch.float32,
+                                                                  device=self.device).expand(s)
+                                                  for layer in model.layers])
+        result["net/acc_goodness"] = net["acc_goodness"] / total
+        if self.cfg.train.head:
+            result["net/acc_head"] = net["acc_head"] / total
+        return result
+
+    # ---- records ----
+    def to_rows(self, epoch: int, split: str, metrics: dict[str, torch.Tensor]) -> list[dict]:
+        rows = []
+        seeds = self.model.seed_list
+        for key, value in metrics.items():
+            scope, metric = key.split("/")
+            values = value.detach().float().cpu().tolist()  # one transfer per metric
+            if scope == "layer":
+                for k, per_seed in enumerate(values):
+                    rows += [dict(seed=sd, epoch=epoch, split=split, layer=str(k), metric=metric, value=v)
+                             for sd, v in zip(seeds, per_seed)]
+            else:
+                rows += [dict(seed=sd, epoch=epoch, split=split, layer="net", metric=metric, value=v)
+                         for sd, v in zip(seeds, values)]
+        return rows
+
+    def save(self, epoch: int, status: str, extra: dict | None = None) -> None:
+        if self.run is None:
+            return
+        self.run.write_metrics(self.rows)
+        self.run.write_summary(self.summary(epoch, status, extra or {}))
+
+    def summary(self, epoch: int, status: str, extra: dict) -> dict:
+        def final(split, metric):
+            vals = {r["seed"]: r["value"] for r in self.rows
+                    if r["split"] == split and r["layer"] == "net" and r["metric"] == metric}
+            if not vals:
+                return None
+            v = torch.tensor(list(vals.values()), dtype=torch.float64)
+            return {"per_seed": vals, "mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0}
+
+        model = self.model
+        out = {"status": status, "epochs_completed": epoch, "epochs": self.cfg.train.epochs,
+               "layer_type": self.cfg.model.layer_type, "dataset": self.data.name,
+               "device": str(self.device), "seeds": model.seed_list,
+               "parameters_per_seed": sum(p[0].numel() for p in model.layers.parameters()),
+               "deployed_weight_bytes_per_seed": sum(layer.deployed_weight_bytes() for layer in model.layers)}
+        for split in ("val", "test"):
+            for metric in ("acc_goodness", "acc_head"):
+                value = final(split, metric) if split == "test" else None
+                if value is not None:
+                    out[f"{split}_{metric}"] = value
+        out.update(extra)
+        return out
+
+    # ---- the loop ----
+    def fit(self) -> dict:
+        cfg, model, t = self.cfg, self.model, self.cfg.train
+        train = self.data.train
+        n, bs = len(train), t.batch_size
+        n_batches = math.ceil(n / bs)
+        n_layers, s = len(model.layers), model.seeds
+        model.train()
+        if self.ui:
+            self.ui.start(t.epochs, n_batches, self.start_epoch)
+        train_seconds = 0.0
+        for epoch in range(self.start_epoch, t.epochs):
+            torch.manual_seed(derive_seed(model.seed_list[0], "global", epoch))  # in-layer sampling
+            self.set_lr(epoch)
+            layers = self.trained_layers(epoch)
+            t0 = time.perf_counter()
+            order, negatives = self.epoch_plan(epoch)
+            zeros = lambda: torch.zeros(n_layers, s, device=self.device)  # noqa: E731
+            sums = {name: zeros() for name in LAYER_METRICS}
+            sums["head_loss"] = torch.zeros(s, device=self.device)
+            sums["head_acc"] = torch.zeros(s, device=self.device)
+            for b in range(n_batches):
+                self.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums)
+                if self.ui:
+                    self.ui.batch()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            epoch_seconds = time.perf_counter() - t0
+            train_seconds += epoch_seconds
+            t1 = time.perf_counter()
+            train_metrics = {f"layer/{k}": sums[k][list(layers)] / n for k in LAYER_METRICS} if t.train_metrics else {}
+            val = self.evaluate("val", self.data.val) if len(self.data.val) else {}
+            eval_seconds = time.perf_counter() - t1
+            rows = []
+            for key, value in train_metrics.items():
+                for row in self.to_rows(epoch + 1, "train", {key: value}):
+                    row["layer"] = str(layers[int(row["layer"])])  # rows of trained layers only
+                    rows.append(row)
+            if t.head and t.train_metrics:
+                rows += self.to_rows(epoch + 1, "train", {"net/head_loss": sums["head_loss"] / n,
+                                                          "net/head_acc": sums["head_acc"] / n})
+            rows += self.to_rows(epoch + 1, "val", val)
+            rows += self.to_rows(epoch + 1, "train", {"net/epoch_seconds": torch.full((s,), epoch_seconds),
+                                                      "net/eval_seconds": torch.full((s,), eval_seconds)})
+            self.rows += rows
+            bad = [r for r in rows if r["metric"] in ("loss", "g_pos", "g_neg", "head_loss")
+                   and not math.isfinite(r["value"])]
+            if bad:
+                self.save(epoch + 1, "diverged", {"diverged": bad[0]})
+                where = f"layer {bad[0]['layer']}, seed {bad[0]['seed']}"
+                raise DivergenceError(
+                    f"training diverged in epoch {epoch + 1} (non-finite {bad[0]['metric']} in {where}); "
+                    f"records up to it are kept{' in ' + str(self.run.path) if self.run else ''}; "
+                    f"lower --lr or change the loss/threshold")
+            if self.run is not None:
+                self.run.save_checkpoint(self.state_dict(epoch + 1))
+            self.save(epoch + 1, "running")
+            if self.ui:
+                self.ui.epoch(epoch + 1, rows, epoch_seconds, eval_seconds)
+        final_epoch = t.epochs
+        test = self.evaluate("test", self.data.test)
+        self.rows += self.to_rows(final_epoch, "test", test)
+        if self.run is not None:
+            self.run.save_model(model, cfg)
+        extra = {"train_seconds": train_seconds}
+        self.save(final_epoch, "complete", extra)
+        summary = self.summary(final_epoch, "complete", extra)
+        if self.ui:
+            self.ui.done(summary, [r for r in self.rows if r["split"] == "test"])
+        return summary

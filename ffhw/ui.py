@@ -1,0 +1,86 @@
+"""Terminal output with rich: progress bars (epochs and batches, ETA, latest accuracies), a per-layer table
+after every epoch, and a final summary. All of it reads the same metric rows that go to metrics.csv."""
+from __future__ import annotations
+
+from collections import defaultdict
+from statistics import mean
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+LAYER_COLUMNS = (("layer_acc", "layer acc", "{:.3f}"), ("layer_acc10", "10-way acc", "{:.3f}"),
+                 ("loss", "loss", "{:.4f}"), ("g_pos", "goodness +", "{:.3g}"), ("g_neg", "goodness -", "{:.3g}"),
+                 ("sparsity", "sparsity", "{:.2f}"), ("spike_rate", "spike rate", "{:.3f}"),
+                 ("weight_levels", "weight levels", "{:.0f}"))
+
+
+def seed_means(rows: list[dict]) -> dict[tuple[str, str, str], float]:
+    """(split, layer, metric) -> mean over seeds."""
+    acc = defaultdict(list)
+    for r in rows:
+        acc[(r["split"], r["layer"], r["metric"])].append(r["value"])
+    return {k: mean(v) for k, v in acc.items()}
+
+
+def layer_table(rows: list[dict], split: str, title: str) -> Table:
+    m = seed_means(rows)
+    layers = sorted({k[1] for k in m if k[0] == split and k[1] != "net"}, key=int)
+    columns = [c for c in LAYER_COLUMNS if any((split, layer, c[0]) in m for layer in layers)]
+    train_loss = any(("train", layer, "loss") in m for layer in layers) and split != "train"
+    table = Table(title=title, title_justify="left")
+    table.add_column("layer", justify="right")
+    for _, header, _ in columns:
+        table.add_column(f"{split} {header}", justify="right")
+    if train_loss:
+        table.add_column("train loss", justify="right")
+    for layer in layers:
+        cells = [layer] + [fmt.format(m[(split, layer, key)]) if (split, layer, key) in m else "-"
+                           for key, _, fmt in columns]
+        if train_loss:
+            cells.append(f"{m[('train', layer, 'loss')]:.4f}" if ("train", layer, "loss") in m else "-")
+        table.add_row(*cells)
+    return table
+
+
+class ConsoleUI:
+    def __init__(self, console: Console | None = None, title: str = ""):
+        self.console = console or Console()
+        self.title = title
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[info]}"), console=self.console)
+
+    def start(self, epochs: int, batches: int, start_epoch: int) -> None:
+        if self.title:
+            self.console.print(self.title)
+        self.progress.start()
+        self.epochs_task = self.progress.add_task("epochs", total=epochs, completed=start_epoch, info="")
+        self.batch_task = self.progress.add_task("batches", total=batches, info="")
+
+    def batch(self) -> None:
+        self.progress.advance(self.batch_task)
+
+    def epoch(self, epoch: int, rows: list[dict], epoch_seconds: float, eval_seconds: float) -> None:
+        m = seed_means(rows)
+        parts = [f"{label} {m[('val', 'net', key)]:.4f}" for key, label in
+                 (("acc_goodness", "val acc (goodness)"), ("acc_head", "val acc (head)")) if ("val", "net", key) in m]
+        info = " | ".join(parts)
+        self.progress.update(self.epochs_task, advance=1, info=info)
+        self.progress.reset(self.batch_task)
+        self.progress.console.print(layer_table(rows, "val", f"epoch {epoch}: {info} "
+                                                f"(train {epoch_seconds:.1f} s, eval {eval_seconds:.1f} s)"))
+
+    def done(self, summary: dict, test_rows: list[dict]) -> None:
+        self.progress.stop()
+        self.console.print(layer_table(test_rows, "test", "test set, per layer (mean over seeds)"))
+        for key, label in (("test_acc_goodness", "goodness classifier"), ("test_acc_head", "linear head")):
+            if key in summary:
+                v = summary[key]
+                spread = f" +/- {v['std']:.4f}" if len(v["per_seed"]) > 1 else ""
+                self.console.print(f"test accuracy, {label}: [bold]{v['mean']:.4f}[/bold]{spread}")
+        self.console.print(f"training time {summary.get('train_seconds', 0):.1f} s, "
+                           f"{summary['parameters_per_seed']:,} parameters per network")
+
+    def close(self) -> None:
+        self.progress.stop()
