@@ -267,7 +267,7 @@ class Trainer:
         out = {"status": status, "epochs_completed": epoch, "epochs": self.cfg.train.epochs,
                "layer_type": self.cfg.model.layer_type, "dataset": self.data.name,
                "device": str(self.device), "seeds": model.seed_list,
-               "parameters_per_seed": sum(p[0].numel() for p in model.layers.parameters()),
+               "parameters_per_seed": sum(layer.parameters_per_seed() for layer in model.layers),
                "deployed_weight_bytes_per_seed": sum(layer.deployed_weight_bytes() for layer in model.layers)}
         for split in ("val", "test"):
             for metric in ("acc_goodness", "acc_head"):

@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-LAYER_COLUMNS = (("layer_acc", "layer acc", "{:.3f}"), ("layer_acc10", "10-way acc", "{:.3f}"),
-                 ("loss", "loss", "{:.4f}"), ("g_pos", "goodness +", "{:.3g}"), ("g_neg", "goodness -", "{:.3g}"),
-                 ("sparsity", "sparsity", "{:.2f}"), ("spike_rate", "spike rate", "{:.3f}"),
-                 ("weight_levels", "weight levels", "{:.0f}"))
+LAYER_COLUMNS = (("layer_acc", "pos/neg acc", "{:.3f}"), ("layer_acc10", "10-way acc", "{:.3f}"),
+                 ("loss", "loss", "{:.4g}"), ("g_pos", "good+", "{:.3g}"), ("g_neg", "good-", "{:.3g}"),
+                 ("sparsity", "sparsity", "{:.2f}"), ("spike_rate", "spikes", "{:.3f}"),
+                 ("weight_levels", "w levels", "{:.0f}"))
 
 
 def seed_means(rows: list[dict]) -> dict[tuple[str, str, str], float]:
@@ -28,10 +28,10 @@ def layer_table(rows: list[dict], split: str, title: str) -> Table:
     layers = sorted({k[1] for k in m if k[0] == split and k[1] != "net"}, key=int)
     columns = [c for c in LAYER_COLUMNS if any((split, layer, c[0]) in m for layer in layers)]
     train_loss = any(("train", layer, "loss") in m for layer in layers) and split != "train"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=f"{title} [{split} split]", title_justify="left")
     table.add_column("layer", justify="right")
     for _, header, _ in columns:
-        table.add_column(f"{split} {header}", justify="right")
+        table.add_column(header, justify="right")
     if train_loss:
         table.add_column("train loss", justify="right")
     for layer in layers:

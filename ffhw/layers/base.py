@@ -99,9 +99,13 @@ class FFLayer(nn.Module):
         """Bits per stored weight once deployed (float32 unless the type says otherwise)."""
         return 32
 
+    def parameters_per_seed(self) -> int:
+        """Trainable numbers of one seed's copy (works for seed-stacked weights and per-seed modules)."""
+        return sum(p.numel() for p in self.parameters()) // self.seeds
+
     def deployed_weight_bytes(self) -> float:
         """Bytes of one seed's deployed weights and biases (and scales, for quantized types)."""
-        return sum(p[0].numel() for p in self.parameters()) * 4.0
+        return self.parameters_per_seed() * 4.0
 
 
 # ---- building blocks shared by the fully connected layer types ----

@@ -1,0 +1,102 @@
+"""Quantized FF layer with Brevitas: normalise -> QuantIdentity (input) -> QuantLinear -> QuantReLU.
+
+- Weights: `weight_bits` 3..8 signed, narrow range, scale per tensor or per output channel
+  (Int8WeightPerTensorFloat / Int8WeightPerChannelFloat); 2 bits in narrow range is ternary {-1, 0, 1};
+  1 bit is binary {-s, +s} with a constant scale s (training only: QCDQ export cannot carry binary weights).
+- Activations: unsigned `act_bits` (QuantReLU); the layer's input (after normalisation) is quantized to
+  unsigned `input_bits`, so the next layer receives quantized activations after normalisation.
+- Bias: int32 with scale = input scale x weight scale (Int32Bias), as integer kernels expect.
+- Scales of inputs and activations are learned from statistics, then as parameters, per layer and seed.
+Only quantizers that Brevitas can export to QCDQ are used (besides the optional binary weights).
+Brevitas modules have no seed dimension, so each seed holds its own modules and they run in turn.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from brevitas import nn as qnn
+from brevitas.quant import (Int8WeightPerChannelFloat, Int8WeightPerTensorFloat, Int32Bias,
+                            SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat)
+from torch import nn
+
+from .base import FFLayer, LayerOutput, init_std, normalize, register, seed_normal
+
+
+@dataclass
+class QuantizedOptions:
+    weight_bits: int = 8  # 8..3; 2 = ternary; 1 = binary (not exportable to QCDQ)
+    act_bits: int = 8
+    input_bits: int = 8
+    scaling: str = "tensor"  # tensor | channel: one weight scale per tensor or per output unit
+
+    def __post_init__(self):
+        if not 1 <= self.weight_bits <= 8:
+            raise ValueError(f"weight_bits = {self.weight_bits} must be 1 (binary), 2 (ternary) or 3..8")
+        for name in ("act_bits", "input_bits"):
+            if not 2 <= getattr(self, name) <= 8:
+                raise ValueError(f"{name} = {getattr(self, name)} must be between 2 and 8")
+        if self.scaling not in ("tensor", "channel"):
+            raise ValueError(f"scaling = {self.scaling!r} is not one of tensor, channel")
+
+
+class QuantUnit(nn.Module):
+    """One seed's quantized layer."""
+
+    def __init__(self, in_features: int, out_features: int, opts: QuantizedOptions, weight: torch.Tensor):
+        super().__init__()
+        self.input_quant = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=opts.input_bits,
+                                             return_quant_tensor=True)
+        if opts.weight_bits == 1:
+            wq = dict(weight_quant=SignedBinaryWeightPerTensorConst, weight_scaling_const=init_std(out_features))
+        else:
+            wq = dict(weight_quant=Int8WeightPerChannelFloat if opts.scaling == "channel" else Int8WeightPerTensorFloat,
+                      weight_bit_width=opts.weight_bits)
+        self.linear = qnn.QuantLinear(in_features, out_features, bias=True, bias_quant=Int32Bias,
+                                      return_quant_tensor=False, **wq)
+        with torch.no_grad():
+            self.linear.weight.copy_(weight.t())
+            self.linear.bias.zero_()
+        self.act = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=opts.act_bits, return_quant_tensor=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.linear(self.input_quant(x)))
+
+
+@register("quantized")
+class QuantizedLayer(FFLayer):
+    Options = QuantizedOptions
+
+    def __init__(self, index, in_features, out_features, seeds, model, options: QuantizedOptions, generators):
+        super().__init__(index, in_features, out_features, seeds, model, options, generators)
+        init = seed_normal((in_features, out_features), init_std(out_features), generators)
+        self.units_per_seed = nn.ModuleList(QuantUnit(in_features, out_features, options, w) for w in init)
+
+    def forward(self, x: torch.Tensor) -> LayerOutput:
+        x = normalize(x, self.norm)
+        h = torch.stack([unit(x[s]) for s, unit in enumerate(self.units_per_seed)])
+        return LayerOutput(act=h, out=h)
+
+    def weight_bits(self) -> int:
+        return self.options.weight_bits
+
+    @torch.no_grad()
+    def weight_levels(self) -> torch.Tensor:
+        """Distinct integer weight levels in use, per seed (largest over scale groups for per-channel)."""
+        counts = []
+        for unit in self.units_per_seed:
+            w = unit.linear.quant_weight()
+            ints = torch.sign(w.value) if self.options.weight_bits == 1 else w.int()
+            counts.append(max(len(torch.unique(row)) for row in ints) if self.options.scaling == "channel"
+                          else len(torch.unique(ints)))
+        return torch.tensor(counts, dtype=torch.float32)
+
+    def static_stats(self) -> dict[str, torch.Tensor | float]:
+        o = self.options
+        return {"weight_bits": float(o.weight_bits), "act_bits": float(o.act_bits), "weight_levels": self.weight_levels()}
+
+    def deployed_weight_bytes(self) -> float:
+        o = self.options
+        scales = self.out_features if o.scaling == "channel" else 1
+        # integer weights, int32 biases, and float32 scales (weights, input, activation)
+        return self.in_features * self.out_features * o.weight_bits / 8 + self.out_features * 4 + (scales + 2) * 4

@@ -1,0 +1,102 @@
+"""Spiking FF layer: Linear -> snnTorch Leaky (LIF) neurons over T time steps.
+
+- Input: analog [S, N, D] (the encoded image, or rates from a previous layer) is encoded over T steps:
+  `direct` feeds the same (normalised) input every step, so its current is computed once; `rate` draws
+  Bernoulli spikes with probability = input intensity clamped to [0, 1] (seeded by the trainer's per-epoch
+  RNG, or an explicit generator). Spike trains [S, N, T, D] from a previous spiking layer pass straight in.
+- The Linear runs once over all T*N rows (one matmul), not once per step; only the membrane update loops.
+- Membrane state is explicit (`init_hidden=False`): no hidden state is kept between calls.
+- Goodness reads the firing rates [S, N, U] (mean spikes over T): thresholds are in rate units, so with
+  sum goodness and theta per unit the threshold is theta * width in squared-rate units.
+- The next layer receives the spike trains (default) or the rates. Spikes are never normalised (they
+  would stop being binary); the input normalisation option applies to analog inputs only.
+- Surrogate-gradient BPTT runs through the T steps inside the layer; inputs are detached by the trainer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import snntorch as snn
+import torch
+from snntorch import surrogate
+from torch import nn
+
+from .base import FFLayer, LayerOutput, affine, affine_labels, init_std, register, seed_normal
+
+
+@dataclass
+class SpikingOptions:
+    steps: int = 8  # T
+    beta: float = 0.5  # membrane decay per step
+    threshold: float = 1.0  # firing threshold of the membrane
+    reset: str = "subtract"  # subtract | zero
+    surrogate: str = "fast_sigmoid"  # fast_sigmoid | atan
+    slope: float = 2.0  # surrogate sharpness (fast_sigmoid slope, atan alpha); broad works best for FF (measured)
+    encoding: str = "direct"  # direct | rate: how an analog input becomes T steps
+    next_input: str = "spikes"  # spikes | rates: what the next layer receives
+
+    def __post_init__(self):
+        for name, value, allowed in (("reset", self.reset, ("subtract", "zero")),
+                                     ("surrogate", self.surrogate, ("fast_sigmoid", "atan")),
+                                     ("encoding", self.encoding, ("direct", "rate")),
+                                     ("next_input", self.next_input, ("spikes", "rates"))):
+            if value not in allowed:
+                raise ValueError(f"{name} = {value!r} is not one of {', '.join(allowed)}")
+        if self.steps < 1:
+            raise ValueError(f"steps = {self.steps} must be at least 1")
+
+
+def rate_encode(x: torch.Tensor, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bernoulli spike trains of intensities clamped to [0, 1]: [..., D] -> [..., T, D]."""
+    p = x.clamp(0.0, 1.0).unsqueeze(-2).expand(*x.shape[:-1], steps, x.shape[-1])
+    return torch.bernoulli(p, generator=generator)
+
+
+@register("spiking")
+class SpikingLayer(FFLayer):
+    Options = SpikingOptions
+
+    def __init__(self, index, in_features, out_features, seeds, model, options: SpikingOptions, generators):
+        super().__init__(index, in_features, out_features, seeds, model, options, generators)
+        self.weight = nn.Parameter(seed_normal((in_features, out_features), init_std(out_features), generators))
+        self.bias = nn.Parameter(torch.zeros(seeds, 1, out_features))
+        grad = (surrogate.fast_sigmoid(slope=options.slope) if options.surrogate == "fast_sigmoid"
+                else surrogate.atan(alpha=options.slope))
+        self.lif = snn.Leaky(beta=options.beta, threshold=options.threshold, spike_grad=grad,
+                             reset_mechanism=options.reset, init_hidden=False)
+        self.generator: torch.Generator | None = None  # None: the global RNG, seeded per epoch by the trainer
+
+    @property
+    def steps(self) -> int:
+        return self.options.steps
+
+    def integrate(self, current: torch.Tensor) -> LayerOutput:
+        """Run the LIF neurons on input currents [S, N, T, U] (or [S, N, U], constant over T)."""
+        constant = current.dim() == 3
+        mem = torch.zeros_like(current if constant else current[:, :, 0])
+        spikes = []
+        for t in range(self.steps):
+            spk, mem = self.lif(current if constant else current[:, :, t], mem)
+            spikes.append(spk)
+        spikes = torch.stack(spikes, dim=2)  # [S, N, T, U]
+        rates = spikes.mean(2)
+        return LayerOutput(act=rates, out=spikes if self.options.next_input == "spikes" else rates)
+
+    def forward(self, x: torch.Tensor) -> LayerOutput:
+        s, n = x.shape[:2]
+        if x.dim() == 3 and self.options.encoding == "direct":
+            return self.integrate(affine(x, self.weight, self.bias, self.norm))
+        if x.dim() == 3:  # rate-encode an analog input (intensities, not normalised)
+            x = rate_encode(x, self.steps, self.generator)
+        # One matmul over all T*N rows of the spike trains.
+        current = torch.baddbmm(self.bias, x.reshape(s, -1, x.shape[-1]), self.weight)
+        return self.integrate(current.view(s, n, self.steps, -1))
+
+    def forward_labels(self, base: torch.Tensor, patterns: torch.Tensor) -> LayerOutput:
+        if self.options.encoding == "direct":  # the current is affine in the input: split image and label
+            return self.integrate(affine_labels(base, patterns, self.weight, self.bias, self.norm))
+        return super().forward_labels(base, patterns)
+
+    def hardware_stats(self, out: LayerOutput) -> dict[str, torch.Tensor]:
+        rate = out.act.flatten(1).mean(-1)  # spikes per neuron per step
+        return {"sparsity": 1.0 - rate, "spike_rate": rate}

@@ -1,0 +1,37 @@
+"""Shared fixtures. Tests that need real data read it from $FFHW_DATA; .ci/run sets it, and when it is unset
+the shared data directory beside the checkout is used if it exists."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if not os.environ.get("FFHW_DATA") and (REPO.parent / "shared" / "data").is_dir():
+    os.environ["FFHW_DATA"] = str(REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    root = Path(os.environ.get("FFHW_DATA", ""))
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail("real MNIST not found: set FFHW_DATA to a directory holding MNIST/raw/*.gz")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_small(mnist_root):
+    """Real MNIST on the CPU: 3000 training images, 1000 validation images, the full test set."""
+    from ffhw import data
+    return data.load("mnist", mnist_root, "cpu", val_size=1000, train_subset=3000)
+
+
+def small_config(layer_type="standard", hidden=(200, 200), epochs=2, **train):
+    from ffhw.config import RunConfig
+    cfg = RunConfig(name="test")
+    cfg.model.layer_type, cfg.model.hidden = layer_type, list(hidden)
+    cfg.data.val_size, cfg.data.train_subset = 1000, 3000
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.optimizer, cfg.train.lr = epochs, 100, "adam", 1e-3
+    cfg.train.lr_schedule = "constant"
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg

@@ -1,0 +1,47 @@
+import torch
+
+from ffhw.config import ModelConfig
+from ffhw.objectives import Objective, goodness, peer_loss, peer_update
+
+
+def test_goodness_sum_and_mean():
+    act = torch.tensor([[[1.0, 2.0], [0.0, 3.0]]])
+    assert torch.equal(goodness(act, "sum"), torch.tensor([[5.0, 9.0]]))
+    assert torch.equal(goodness(act, "mean"), torch.tensor([[2.5, 4.5]]))
+
+
+def test_threshold_loss_is_stable_at_huge_goodness():
+    obj = Objective(ModelConfig(loss="threshold"), units=1000)
+    assert obj.threshold == 1000.0
+    g = torch.tensor([[1e30, 0.0]], requires_grad=True)
+    loss = obj.loss(g, torch.tensor([[1e30, 0.0]]))
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(g.grad).all()
+    assert loss.item() > 1e29  # a huge negative goodness is a huge loss, not inf or nan
+
+
+def test_symba_gradient_signs():
+    obj = Objective(ModelConfig(loss="symba", alpha=4.0), units=10)
+    g_pos = torch.tensor([[1.0, 5.0]], requires_grad=True)
+    g_neg = torch.tensor([[2.0, 1.0]], requires_grad=True)
+    obj.loss(g_pos, g_neg).sum().backward()
+    assert torch.all(g_pos.grad < 0) and torch.all(g_neg.grad > 0)  # raise positives, lower negatives
+    assert g_pos.grad[0, 0].abs() > g_pos.grad[0, 1].abs()  # the misranked pair pulls harder
+
+
+def test_binary_accuracy_hand_made():
+    obj = Objective(ModelConfig(loss="threshold", goodness="mean", theta=2.0), units=4)
+    g_pos = torch.tensor([[3.0, 1.0, 2.5, 2.1]])  # 3 of 4 above 2
+    g_neg = torch.tensor([[1.0, 2.0, 3.0, 0.0]])  # 3 of 4 at or below 2 (2.0 counts as negative)
+    assert torch.allclose(obj.binary_accuracy(g_pos, g_neg), torch.tensor([0.75]))
+    symba = Objective(ModelConfig(loss="symba"), units=4)
+    assert torch.allclose(symba.binary_accuracy(g_pos, g_neg), torch.tensor([0.5]))  # pairs 1 and 4 ranked right
+
+
+def test_peer_norm_penalises_uneven_units_and_follows_momentum():
+    running = torch.full((1, 4), 0.5)
+    act = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]]).expand(1, 8, 4)
+    new = peer_update(running, act, momentum=0.9)
+    assert torch.allclose(new, torch.tensor([[0.55, 0.45, 0.45, 0.45]]))
+    assert peer_loss(torch.full((1, 4), 0.3)).item() == 0.0
+    assert peer_loss(new).item() > 0
