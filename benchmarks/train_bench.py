@@ -1,0 +1,161 @@
+"""Training benchmark: prints a table and writes JSON. Not a test: numbers depend on the machine.
+
+Measured side by side in one run:
+- the machine's fp32 matmul rate on the shapes FF training uses (median of repeats);
+- ffhw's training rate for FC networks (useful FLOPs: forward of positives and negatives, the weight
+  gradient, the neutral pass of the linear head) as a fraction of that matmul rate;
+- epoch time and the evaluation share of an epoch (validation over all labels + head);
+- time to 98% MNIST test accuracy with the `quick` preset (test accuracy checked after every epoch,
+  outside the timed training; the benchmark is not model selection).
+
+    python benchmarks/train_bench.py [--skip-quick] [--out benchmarks/results/train_bench.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ffhw import data as data_mod
+from ffhw.config import RunConfig, load_preset
+from ffhw.model import FFNet
+from ffhw.records import code_version
+from ffhw.train import Trainer
+
+
+def matmul_gflops(m: int, k: int, n: int, repeats: int = 30) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(5):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * m * k * n / statistics.median(times) / 1e9
+
+
+def step_flops(cfg: RunConfig, in_dim: int, batch: int) -> float:
+    dims = [in_dim, *cfg.model.hidden]
+    macs = 0
+    for i, o in zip(dims, dims[1:]):
+        macs += 2 * batch * i * o * 2  # forward and weight gradient, positives and negatives
+        if cfg.train.head:
+            macs += batch * i * o  # neutral forward for the head
+    return 2.0 * macs
+
+
+class Timer:
+    """UI hook: records per-epoch times and, optionally, test accuracy after each epoch."""
+
+    def __init__(self, trainer_ref, check_test=False, target=None):
+        self.trainer_ref, self.check_test, self.target = trainer_ref, check_test, target
+        self.epochs, self.reached = [], None
+
+    def start(self, *a):
+        self.t0 = time.perf_counter()
+        self.train_total = 0.0
+
+    def batch(self):
+        pass
+
+    def epoch(self, epoch, rows, epoch_seconds, eval_seconds):
+        self.train_total += epoch_seconds
+        entry = {"epoch": epoch, "train_seconds": epoch_seconds, "eval_seconds": eval_seconds}
+        if self.check_test:
+            trainer = self.trainer_ref[0]
+            test = trainer.evaluate("test", trainer.data.test)
+            entry["test_acc_goodness"] = test["net/acc_goodness"].mean().item()
+            entry["test_acc_head"] = test["net/acc_head"].mean().item()
+            best = max(entry["test_acc_goodness"], entry["test_acc_head"])
+            if self.reached is None and self.target and best >= self.target:
+                self.reached = {"epoch": epoch, "train_seconds": self.train_total,
+                                "wall_seconds_incl_validation": time.perf_counter() - self.t0}
+        self.epochs.append(entry)
+
+    def done(self, *a):
+        pass
+
+
+def measure_training(cfg: RunConfig, d, epochs: int | None = None, check_test=False, target=None):
+    if epochs:
+        cfg.train.epochs = epochs
+    model = FFNet(cfg, d.image_shape, d.num_classes)
+    ref = []
+    hook = Timer(ref, check_test, target)
+    trainer = Trainer(cfg, d, model, torch.device("cpu"), None, hook)
+    ref.append(trainer)
+    summary = trainer.fit()
+    return hook, summary
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--skip-quick", action="store_true", help="skip the time-to-98%% run of the quick preset")
+    p.add_argument("--out", default="benchmarks/results/train_bench.json")
+    args = p.parse_args()
+    console = Console()
+    d = data_mod.load("mnist", None, "cpu")
+    result = {"machine": {"node": platform.node(), "processor": platform.processor() or platform.machine(),
+                          "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+              "code": code_version(), "command": " ".join([sys.executable.split("/")[-1], *sys.argv])}
+
+    rows = []
+    # FC 3x1000 at batch 512 and the quick preset's own shape, each with its matmul reference.
+    for label, hidden, batch in (("3x1000, batch 512", [1000, 1000, 1000], 512), ("quick (2x1000, batch 100)", None, None)):
+        cfg = load_preset("quick")
+        if hidden:
+            cfg.model.hidden, cfg.train.batch_size = hidden, batch
+        b = cfg.train.batch_size
+        peak = matmul_gflops(2 * b, 1000, 1000)
+        hook, _ = measure_training(cfg, d, epochs=2)
+        epoch_s = statistics.median(e["train_seconds"] for e in hook.epochs)
+        eval_s = statistics.median(e["eval_seconds"] for e in hook.epochs)
+        steps = -(-len(d.train) // b)
+        achieved = step_flops(cfg, 784, b) * steps / epoch_s / 1e9
+        entry = {"config": label, "hidden": cfg.model.hidden, "batch_size": b, "epoch_seconds": epoch_s,
+                 "eval_seconds": eval_s, "eval_share": eval_s / (epoch_s + eval_s),
+                 "train_gflops": achieved, "matmul_gflops": peak, "fraction_of_matmul": achieved / peak}
+        rows.append(entry)
+    result["training"] = rows
+
+    if not args.skip_quick:
+        cfg = load_preset("quick")
+        hook, summary = measure_training(cfg, d, check_test=True, target=0.98)
+        result["quick"] = {"epochs": cfg.train.epochs, "per_epoch": hook.epochs, "reached_98": hook.reached,
+                           "final_test_acc_goodness": summary["test_acc_goodness"]["mean"],
+                           "final_test_acc_head": summary["test_acc_head"]["mean"],
+                           "train_seconds": summary["train_seconds"]}
+
+    table = Table(title="ffhw training benchmark (CPU)", title_justify="left")
+    for col in ("config", "epoch s", "eval s", "eval share", "train GFLOP/s", "matmul GFLOP/s", "fraction"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["config"], f"{r['epoch_seconds']:.2f}", f"{r['eval_seconds']:.2f}", f"{r['eval_share']:.1%}",
+                      f"{r['train_gflops']:.0f}", f"{r['matmul_gflops']:.0f}", f"{r['fraction_of_matmul']:.1%}")
+    console.print(table)
+    if "quick" in result:
+        q = result["quick"]
+        reached = q["reached_98"]
+        console.print(f"quick: final test accuracy {q['final_test_acc_goodness']:.4f} (goodness), "
+                      f"{q['final_test_acc_head']:.4f} (head) after {q['epochs']} epochs, {q['train_seconds']:.0f} s training; "
+                      + (f"98% reached at epoch {reached['epoch']} after {reached['train_seconds']:.0f} s training "
+                         f"({reached['wall_seconds_incl_validation']:.0f} s wall with validation)" if reached else "98% not reached"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
