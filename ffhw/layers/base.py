@@ -107,6 +107,31 @@ class FFLayer(nn.Module):
         """Bytes of one seed's deployed weights and biases (and scales, for quantized types)."""
         return self.parameters_per_seed() * 4.0
 
+    # ---- export (see ffhw/export.py): each type says how its trained layer becomes a graph ----
+    def export_module(self, seed: int) -> nn.Module:
+        """A plain module for one seed: the layer's deployed input [N, ...] -> (act, out), no seed dim."""
+        raise NotImplementedError(f"{self.type_name} layers cannot be exported yet")
+
+    def takes_label_input(self) -> bool:
+        """Whether layer 0's exported graph can take the raw image and label (else the caller encodes)."""
+        return True
+
+    def export_meta(self) -> dict:
+        """Facts a deployment needs beyond shapes (bit widths, T, neuron constants...)."""
+        return {}
+
+    def export_onnx(self, module: nn.Module, args: tuple, path, input_names, output_names, dynamic_axes,
+                    opset: int) -> str:
+        """Write `module` to ONNX at `path`; returns the exporter's name. Float types use torch's exporter."""
+        torch.onnx.export(module, args, str(path), input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
+        return f"torch.onnx (TorchScript) {torch.__version__}"
+
+    def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
+        """Compare this layer's torch output with onnxruntime's; float types: relative error 1e-4."""
+        err = ((reference - exported).abs() / (reference.abs().max() + 1e-12)).max().item()
+        return {"metric": "max abs error / max |output|", "value": err, "tolerance": 1e-4, "ok": err <= 1e-4}
+
 
 # ---- building blocks shared by the fully connected layer types ----
 

@@ -12,6 +12,7 @@ Brevitas modules have no seed dimension, so each seed holds its own modules and 
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,20 @@ from brevitas.quant import (Int8WeightPerChannelFloat, Int8WeightPerTensorFloat,
                             SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat)
 from torch import nn
 
+from ..errors import FFHWError
 from .base import FFLayer, LayerOutput, init_std, normalize, register, seed_normal
+
+
+class QuantExport(nn.Module):
+    """One seed's quantized layer for QCDQ export: float normalisation, then the Brevitas unit."""
+
+    def __init__(self, unit: "QuantUnit", norm: str):
+        super().__init__()
+        self.unit, self.norm = unit, norm
+
+    def forward(self, x):
+        h = self.unit(normalize(x, self.norm))
+        return h, h
 
 
 @dataclass
@@ -100,3 +114,32 @@ class QuantizedLayer(FFLayer):
         scales = self.out_features if o.scaling == "channel" else 1
         # integer weights, int32 biases, and float32 scales (weights, input, activation)
         return self.in_features * self.out_features * o.weight_bits / 8 + self.out_features * 4 + (scales + 2) * 4
+
+    # ---- export ----
+    def export_module(self, seed: int) -> nn.Module:
+        if self.options.weight_bits == 1:
+            raise FFHWError("binary weights cannot be exported to QCDQ ONNX (onnxruntime has no 1-bit kernels); "
+                            "train with weight_bits >= 2 to export")
+        return QuantExport(copy.deepcopy(self.units_per_seed[seed]).eval(), self.norm)
+
+    def export_meta(self) -> dict:
+        o = self.options
+        return {"weight_bits": o.weight_bits, "act_bits": o.act_bits, "input_bits": o.input_bits, "scaling": o.scaling,
+                "note": "sub-8-bit weights are stored and run as int8 in QCDQ/onnxruntime"}
+
+    def export_onnx(self, module, args, path, input_names, output_names, dynamic_axes, opset) -> str:
+        import brevitas
+        from brevitas.export import export_onnx_qcdq
+        # keep_initializers_as_inputs=False lets onnxruntime fold the QDQ pattern into integer kernels;
+        # the TorchScript path keeps the int8 weights in the file.
+        export_onnx_qcdq(module, args=args, export_path=str(path), input_names=input_names,
+                         output_names=output_names, dynamic_axes=dynamic_axes, opset_version=opset,
+                         keep_initializers_as_inputs=False, dynamo=False)
+        return f"brevitas {brevitas.__version__} export_onnx_qcdq"
+
+    def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
+        """Compared in units of the output quantisation step: integer kernels may round one step apart."""
+        step = min(float(unit.act.act_quant.scale()) for unit in self.units_per_seed)
+        err = (reference - exported).abs().max().item() / step
+        return {"metric": "max abs error in output quantisation steps", "value": err, "tolerance": 1.0,
+                "ok": err <= 1.0 + 1e-3}

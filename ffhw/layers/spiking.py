@@ -21,7 +21,7 @@ import torch
 from snntorch import surrogate
 from torch import nn
 
-from .base import FFLayer, LayerOutput, affine, affine_labels, init_std, register, seed_normal
+from .base import FFLayer, LayerOutput, affine, affine_labels, init_std, normalize, register, seed_normal
 
 
 @dataclass
@@ -50,6 +50,44 @@ def rate_encode(x: torch.Tensor, steps: int, generator: torch.Generator | None =
     """Bernoulli spike trains of intensities clamped to [0, 1]: [..., D] -> [..., T, D]."""
     p = x.clamp(0.0, 1.0).unsqueeze(-2).expand(*x.shape[:-1], steps, x.shape[-1])
     return torch.bernoulli(p, generator=generator)
+
+
+class SpikingExport(nn.Module):
+    """One seed's spiking layer with the time loop unrolled for T steps and explicit membrane state.
+
+    The LIF update is snnTorch's (reset from the previous membrane): subtract: mem = beta*mem + I - reset*thr;
+    zero: mem = beta*(1 - reset)*mem + I; spike = mem > thr. The Linear runs once over all T*N rows.
+    """
+
+    def __init__(self, weight, bias, opts: SpikingOptions, norm: str, analog_input: bool):
+        super().__init__()
+        self.linear = nn.Linear(weight.shape[0], weight.shape[1])
+        with torch.no_grad():
+            self.linear.weight.copy_(weight.t())
+            self.linear.bias.copy_(bias.reshape(-1))
+        self.opts, self.norm, self.analog_input = opts, norm, analog_input
+
+    def forward(self, x):
+        o = self.opts
+        if self.analog_input:  # direct encoding: the same current every step
+            current = self.linear(normalize(x, self.norm))
+            currents = [current] * o.steps
+        else:  # spike trains [N, T, D]
+            n = x.shape[0]
+            current = self.linear(x.reshape(-1, x.shape[-1])).reshape(n, o.steps, -1)
+            currents = [current[:, t] for t in range(o.steps)]
+        mem = torch.zeros_like(currents[0])
+        spikes = []
+        for cur in currents:
+            reset = (mem > o.threshold).float()
+            if o.reset == "subtract":
+                mem = o.beta * mem + cur - reset * o.threshold
+            else:
+                mem = o.beta * ((1 - reset) * mem) + cur
+            spikes.append((mem > o.threshold).float())
+        spikes = torch.stack(spikes, dim=1)
+        rates = spikes.mean(1)
+        return rates, (spikes if o.next_input == "spikes" else rates)
 
 
 @register("spiking")
@@ -100,3 +138,28 @@ class SpikingLayer(FFLayer):
     def hardware_stats(self, out: LayerOutput) -> dict[str, torch.Tensor]:
         rate = out.act.flatten(1).mean(-1)  # spikes per neuron per step
         return {"sparsity": 1.0 - rate, "spike_rate": rate}
+
+    # ---- export ----
+    def analog_input(self) -> bool:
+        """Whether this layer receives an analog input that it encodes directly."""
+        first_or_rates = self.index == 0 or self.options.next_input == "rates"
+        return first_or_rates and self.options.encoding == "direct"
+
+    def export_module(self, seed: int) -> nn.Module:
+        return SpikingExport(self.weight[seed].detach(), self.bias[seed].detach(), self.options, self.norm,
+                             self.analog_input())
+
+    def takes_label_input(self) -> bool:
+        # Rate encoding samples spikes: the caller encodes (seeded Bernoulli of the label-embedded image).
+        return self.options.encoding == "direct"
+
+    def export_meta(self) -> dict:
+        o = self.options
+        return {"steps": o.steps, "beta": o.beta, "threshold": o.threshold, "reset": o.reset,
+                "encoding": o.encoding, "next_input": o.next_input,
+                "input": "analog, repeated over T steps" if self.analog_input() else "spike trains [N, T, D]"}
+
+    def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
+        """Spike trains must match: the share of (sample, step, unit) entries that differ."""
+        differ = (reference != exported).float().mean().item()
+        return {"metric": "share of differing spikes", "value": differ, "tolerance": 0.0, "ok": differ == 0.0}

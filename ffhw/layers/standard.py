@@ -4,7 +4,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import FFLayer, LayerOutput, affine, affine_labels, init_std, register, relu, seed_normal
+from .base import FFLayer, LayerOutput, affine, affine_labels, init_std, normalize, register, relu, seed_normal
+
+
+class StandardExport(nn.Module):
+    """One seed's standard layer as a plain graph: normalise -> Gemm -> Relu."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, norm: str):
+        super().__init__()
+        self.linear = nn.Linear(weight.shape[0], weight.shape[1])
+        with torch.no_grad():
+            self.linear.weight.copy_(weight.t())
+            self.linear.bias.copy_(bias.reshape(-1))
+        self.norm = norm
+
+    def forward(self, x):
+        h = torch.relu(self.linear(normalize(x, self.norm)))
+        return h, h
 
 
 @register("standard")
@@ -21,3 +37,6 @@ class StandardLayer(FFLayer):
     def forward_labels(self, base: torch.Tensor, patterns: torch.Tensor) -> LayerOutput:
         h = relu(affine_labels(base, patterns, self.weight, self.bias, self.norm), self.straight_through)
         return LayerOutput(act=h, out=h)
+
+    def export_module(self, seed: int) -> nn.Module:
+        return StandardExport(self.weight[seed].detach(), self.bias[seed].detach(), self.norm)

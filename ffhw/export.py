@@ -1,0 +1,308 @@
+"""Per-layer ONNX export: `python -m ffhw.export RUN_DIR` (or `python -m ffhw.run export RUN_DIR`).
+
+Writes `export/<run-name>/` (see export/README.md): one standalone model per trained layer, a whole-network
+`classifier.onnx` and `manifest.json`. Every export is checked at once against torch on real test inputs
+(per layer with the layer type's own parity rule; the classifier by test accuracy within 0.05 pp) and
+fails loudly. The layer types bring their own export module, exporter and parity rule; nothing here asks
+which type a layer is.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import FFHWError
+
+OPSET = 17
+ACCURACY_TOLERANCE = 0.0005  # 0.05 percentage points
+BUNDLE_VERSION = 1
+
+
+class ExportError(FFHWError):
+    """An export failed its parity check, or a bundle is incomplete, tampered with or mismatched."""
+
+
+class LabelFront(nn.Module):
+    """Raw image [N, *shape] and integer label [N] -> the label-embedded input of layer 0."""
+
+    def __init__(self, encoding):
+        super().__init__()
+        self.kind, self.image_dim, self.num_classes = encoding.kind, encoding.image_dim, encoding.num_classes
+        self.register_buffer("patterns", encoding.patterns.clone())
+        self.register_buffer("keep", (~encoding.label_mask[: encoding.image_dim]).float())
+
+    def base(self, image):
+        flat = image.reshape(image.shape[0], self.image_dim)
+        if self.kind == "concat":
+            return torch.cat([flat, torch.zeros_like(flat[:, : self.num_classes])], dim=1)
+        return flat * self.keep
+
+    def forward(self, image, label):
+        return self.base(image) + self.patterns[label]
+
+
+def goodness(act: torch.Tensor, kind: str) -> torch.Tensor:
+    sq = act.reshape(act.shape[0], -1).square()
+    return sq.sum(1) if kind == "sum" else sq.mean(1)
+
+
+class LayerGraph(nn.Module):
+    """One layer as deployed: its input (layer 0: image and label) -> (output, goodness)."""
+
+    def __init__(self, core: nn.Module, goodness_kind: str, front: LabelFront | None = None):
+        super().__init__()
+        self.core, self.kind, self.front = core, goodness_kind, front
+
+    def forward(self, *inputs):
+        x = self.front(*inputs) if self.front is not None else inputs[0]
+        act, out = self.core(x)
+        return out, goodness(act, self.kind)
+
+
+class ClassifierGraph(nn.Module):
+    """Image [N, *shape] -> class scores [N, C]: summed goodness of the classifier layers for every label,
+    or the linear head's logits on the neutral label."""
+
+    def __init__(self, front: LabelFront, cores: list[nn.Module], goodness_kind: str, classifier_layers: list[int],
+                 head: tuple[torch.Tensor, torch.Tensor] | None, neutral: torch.Tensor):
+        super().__init__()
+        self.front, self.cores, self.kind = front, nn.ModuleList(cores), goodness_kind
+        self.classifier_layers = classifier_layers
+        self.use_head = head is not None
+        if head is not None:
+            self.head = nn.Linear(head[0].shape[0], head[0].shape[1])
+            with torch.no_grad():
+                self.head.weight.copy_(head[0].t())
+                self.head.bias.copy_(head[1].reshape(-1))
+        self.register_buffer("neutral", neutral.clone())
+
+    def forward(self, image):
+        n, c = image.shape[0], self.front.patterns.shape[0]
+        base = self.front.base(image)
+        if self.use_head:
+            inp, feats = base + self.neutral, []
+            for k, core in enumerate(self.cores):
+                act, inp = core(inp)
+                if k in self.classifier_layers:
+                    a = act.reshape(n, -1)
+                    feats.append(a / (a.square().mean(1, keepdim=True).sqrt() + 1e-8))
+            return self.head(torch.cat(feats, 1))
+        inp = (base.unsqueeze(1) + self.front.patterns.unsqueeze(0)).reshape(n * c, -1)
+        scores = torch.zeros(n, c)
+        for k, core in enumerate(self.cores):
+            act, inp = core(inp)
+            if k in self.classifier_layers:
+                scores = scores + goodness(act, self.kind).reshape(n, c)
+        return scores
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ort_session(path: Path, threads: int = 0, optimized_path: Path | None = None):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def optimized_ops(path: Path) -> dict[str, int]:
+    """Op histogram of the graph onnxruntime actually runs (after its optimisations)."""
+    import tempfile
+
+    import onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        opt_path = Path(tmp) / "optimized.onnx"
+        ort_session(path, optimized_path=opt_path)
+        graph = onnx.load(str(opt_path)).graph
+    return dict(Counter(node.op_type for node in graph.node))
+
+
+INTEGER_OPS = ("QGemm", "QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvInteger", "DynamicQuantizeMatMul")
+
+
+def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index: int = 0,
+               classifier: str = "goodness", parity_samples: int = 512, name: str | None = None,
+               log=print) -> Path:
+    """Export every layer of a trained run and its classifier; check parity; write the manifest."""
+    from . import data as data_mod
+    from .records import RunDir, load_model
+
+    run_dir = Path(run_dir)
+    model, cfg = load_model(run_dir)
+    if not 0 <= seed_index < model.seeds:
+        raise ExportError(f"--seed-index {seed_index} is out of range: the run has {model.seeds} seed(s)")
+    seed = model.seed_list[seed_index]
+    bundle = Path(out_root) / (name or run_dir.name)
+    if bundle.exists() and any(bundle.iterdir()):
+        raise ExportError(f"{bundle} already holds a bundle; remove it or pass --name")
+    bundle.mkdir(parents=True, exist_ok=True)
+    d = data_mod.load(cfg.data.dataset, cfg.data.data_dir or None, "cpu", cfg.data.val_size, cfg.data.train_subset)
+    images = d.test.images(slice(0, parity_samples))
+    labels = d.test.y[:parity_samples]
+    front = LabelFront(model.encoding)
+
+    layers, inp = [], None
+    cores = []
+    for k, layer in enumerate(model.layers):
+        core = layer.export_module(seed_index).eval()
+        cores.append(core)
+        first = k == 0
+        with_label = first and layer.takes_label_input()
+        graph = LayerGraph(core, cfg.model.goodness, front if with_label else None).eval()
+        if first:
+            x0 = front(images, labels)
+            args = (images, labels) if with_label else (_encode_for_caller(layer, x0),)
+        else:
+            args = (inp,)
+        input_names = ["image", "label"] if with_label else ["x"]
+        dynamic = {n: {0: "batch"} for n in (*input_names, "out", "goodness")}
+        path = bundle / f"layer_{k:02d}.onnx"
+        with torch.no_grad():
+            ref_out, ref_good = graph(*args)
+        exporter = layer.export_onnx(graph, args, path, input_names, ["out", "goodness"], dynamic, OPSET)
+        sess = ort_session(path)
+        feeds = {n: a.numpy() for n, a in zip(input_names, args)}
+        got_out, got_good = sess.run(None, feeds)
+        parity = layer.parity(ref_out, torch.from_numpy(got_out))
+        good_err = float(np.max(np.abs(got_good - ref_good.numpy())) / (np.abs(ref_good.numpy()).max() + 1e-12))
+        parity["goodness_rel_error"] = good_err
+        ops = optimized_ops(path)
+        entry = {"file": path.name, "index": k, "inputs": {n: [("batch" if i == 0 else s) for i, s in enumerate(a.shape)]
+                                                           for n, a in zip(input_names, args)},
+                 "input_dtypes": {n: str(a.dtype).replace("torch.", "") for n, a in zip(input_names, args)},
+                 "outputs": {"out": ["batch", *ref_out.shape[1:]], "goodness": ["batch"]},
+                 "in_features": layer.in_features, "out_features": layer.out_features,
+                 "threshold": model.objectives[k].threshold, "exporter": exporter, "parity": parity,
+                 "optimized_ops": ops, **layer.export_meta()}
+        if not parity["ok"]:
+            raise ExportError(f"{path.name}: onnxruntime differs from torch ({parity['metric']} = {parity['value']:.3g}, "
+                              f"tolerance {parity['tolerance']}); the bundle in {bundle} is incomplete")
+        if layer.weight_bits() < 32 and not any(op in ops for op in INTEGER_OPS):
+            raise ExportError(f"{path.name}: onnxruntime did not fuse the quantized layer into integer kernels "
+                              f"(optimised ops: {', '.join(sorted(ops))})")
+        layers.append(entry)
+        log(f"layer {k}: {path.name} {path.stat().st_size:,} bytes, parity {parity['metric']} = {parity['value']:.3g}")
+        inp = ref_out
+
+    # Whole network: image -> class scores, checked by test accuracy.
+    if not model.layers[0].takes_label_input():
+        raise ExportError("classifier.onnx needs direct input encoding; rate-encoded networks export per layer only")
+    head = (model.head_weight[seed_index].detach(), model.head_bias[seed_index].detach()) if classifier == "head" else None
+    graph = ClassifierGraph(front, cores, cfg.model.goodness, model.classifier_layers, head,
+                            model.encoding.neutral).eval()
+    path = bundle / "classifier.onnx"
+    exporter = model.layers[0].export_onnx(graph, (images[:2],), path, ["image"], ["scores"],
+                                           {"image": {0: "batch"}, "scores": {0: "batch"}}, OPSET)
+    sess = ort_session(path)
+    test_x, test_y = d.test.images(slice(None)), d.test.y
+    torch_pred, ort_pred = [], []
+    with torch.no_grad():
+        for start in range(0, len(test_y), 1000):
+            xb = test_x[start:start + 1000]
+            torch_pred.append(graph(xb).argmax(1))
+            ort_pred.append(torch.from_numpy(sess.run(None, {"image": xb.numpy()})[0]).argmax(1))
+    torch_acc = (torch.cat(torch_pred) == test_y).float().mean().item()
+    ort_acc = (torch.cat(ort_pred) == test_y).float().mean().item()
+    model_acc = (model.predict(test_x, classifier)[seed_index] == test_y).float().mean().item()
+    if abs(ort_acc - torch_acc) > ACCURACY_TOLERANCE or abs(torch_acc - model_acc) > ACCURACY_TOLERANCE:
+        raise ExportError(f"classifier.onnx test accuracy {ort_acc:.4f} vs torch {torch_acc:.4f} (trained model "
+                          f"{model_acc:.4f}): more than 0.05 pp apart; the bundle in {bundle} is incomplete")
+    log(f"classifier.onnx: test accuracy onnxruntime {ort_acc:.4f}, torch {torch_acc:.4f}")
+
+    files = [e["file"] for e in layers] + ["classifier.onnx"]
+    manifest = {
+        "bundle_version": BUNDLE_VERSION, "run": str(run_dir), "run_name": run_dir.name,
+        "layer_type": cfg.model.layer_type, "seed": seed, "dataset": d.name, "image_shape": list(d.image_shape),
+        "num_classes": d.num_classes, "label_encoding": cfg.data.encoding, "goodness": cfg.model.goodness,
+        "norm": cfg.model.norm, "classifier": classifier, "classifier_layers": model.classifier_layers,
+        "opset": OPSET, "layers": layers,
+        "classifier_model": {"file": "classifier.onnx", "inputs": {"image": ["batch", *d.image_shape]},
+                             "outputs": {"scores": ["batch", d.num_classes]}, "exporter": exporter,
+                             "test_accuracy_onnxruntime": ort_acc, "test_accuracy_torch": torch_acc,
+                             "optimized_ops": optimized_ops(path)},
+        "files": {f: {"bytes": (bundle / f).stat().st_size, "sha256": sha256(bundle / f)} for f in files},
+        "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return bundle
+
+
+def _encode_for_caller(layer, x0: torch.Tensor) -> torch.Tensor:
+    """Inputs a layer 0 that cannot take the raw image expects: seeded rate-encoded spike trains."""
+    from .layers.spiking import rate_encode
+    return rate_encode(x0, layer.options.steps, torch.Generator().manual_seed(0))
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+    from .records import code_version
+    return {**code_version(), "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "platform": platform.platform()}
+
+
+def verify_bundle(bundle: str | Path) -> dict:
+    """Check a bundle before use: manifest present, every file there with its recorded sha256, inputs as
+    recorded. Returns the manifest; raises ExportError with what is wrong."""
+    bundle = Path(bundle)
+    path = bundle / "manifest.json"
+    if not path.is_file():
+        raise ExportError(f"{bundle} is not an ffhw export bundle (no manifest.json); create one with python -m ffhw.export RUN_DIR")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path} is not valid JSON ({exc}); re-export the bundle") from None
+    if manifest.get("bundle_version") != BUNDLE_VERSION:
+        raise ExportError(f"{path}: bundle version {manifest.get('bundle_version')} is not {BUNDLE_VERSION}; re-export it")
+    for name, info in manifest.get("files", {}).items():
+        f = bundle / name
+        if not f.is_file():
+            raise ExportError(f"{bundle}: {name} listed in the manifest is missing; re-export the bundle")
+        if sha256(f) != info["sha256"]:
+            raise ExportError(f"{bundle}: {name} does not match its sha256 in the manifest (modified or corrupt); re-export the bundle")
+    for entry in manifest["layers"]:
+        sess = ort_session(bundle / entry["file"])
+        actual = {i.name: [d if isinstance(d, int) else "batch" for d in i.shape] for i in sess.get_inputs()}
+        if actual != entry["inputs"]:
+            raise ExportError(f"{bundle}: {entry['file']} inputs {actual} do not match the manifest {entry['inputs']}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ffhw.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a finished run directory (holds model.pt)")
+    p.add_argument("--out", default="export", help="parent folder of bundles (default export/)")
+    p.add_argument("--name", help="bundle folder name (default: the run directory's name)")
+    p.add_argument("--seed-index", type=int, default=0, help="which of the run's seeds to export (default 0)")
+    p.add_argument("--classifier", choices=("goodness", "head"), default="goodness",
+                   help="classifier.onnx: summed goodness over labels (default) or the linear head")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        bundle = export_run(args.run_dir, args.out, args.seed_index, args.classifier, name=args.name)
+    except FFHWError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"bundle written to {bundle}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

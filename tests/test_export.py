@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from ffhw.export import ExportError, export_run, verify_bundle
+from ffhw.run import main
+
+TYPES = {
+    "standard": [],
+    "quantized-8": ["--layer-type", "quantized", "--set", "model.layer.weight_bits=8"],
+    "quantized-4": ["--layer-type", "quantized", "--set", "model.layer.weight_bits=4", "--set", "model.layer.act_bits=4"],
+    "spiking": ["--layer-type", "spiking", "--theta", "0.2", "--set", "model.layer.steps=4"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    for name, flags in TYPES.items():
+        argv = ["--hidden", "48,32", "--epochs", "1", "--train-subset", "500", "--set", "data.val_size=200",
+                "--optimizer", "adam", "--lr", "3e-3", "--quiet", "--out", str(out), "--name", name, *flags]
+        assert main(argv) == 0
+    return out
+
+
+@pytest.mark.parametrize("name", list(TYPES))
+def test_export_checks_parity_and_writes_manifest(name, runs, tmp_path):
+    bundle = export_run(runs / name, tmp_path, log=lambda *a: None)
+    manifest = verify_bundle(bundle)
+    assert manifest["layer_type"] == name.split("-")[0]
+    assert [e["file"] for e in manifest["layers"]] == ["layer_00.onnx", "layer_01.onnx"]
+    assert set(manifest["files"]) == {"layer_00.onnx", "layer_01.onnx", "classifier.onnx"}
+    first = manifest["layers"][0]
+    assert first["inputs"] == {"image": ["batch", 1, 28, 28], "label": ["batch"]}
+    assert all(e["parity"]["ok"] for e in manifest["layers"])
+    assert abs(manifest["classifier_model"]["test_accuracy_onnxruntime"]
+               - manifest["classifier_model"]["test_accuracy_torch"]) <= 0.0005
+    assert not list(bundle.glob("*.data"))  # no external-data side files
+    if name.startswith("quantized"):
+        assert first["weight_bits"] == int(name[-1])
+        ops = set(first["optimized_ops"])
+        assert ops & {"QGemm", "QLinearMatMul", "MatMulInteger"}, ops
+    if name == "spiking":
+        assert manifest["layers"][1]["inputs"] == {"x": ["batch", 4, 48]} and first["steps"] == 4
+
+
+def test_tampered_or_mismatched_bundle_is_refused(runs, tmp_path):
+    bundle = export_run(runs / "standard", tmp_path, log=lambda *a: None)
+    layer = bundle / "layer_01.onnx"
+    original = layer.read_bytes()
+    layer.write_bytes(original[:-10] + b"0123456789")
+    with pytest.raises(ExportError, match="layer_01.onnx does not match its sha256"):
+        verify_bundle(bundle)
+    layer.write_bytes(original)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["layers"][1]["inputs"] = {"x": ["batch", 999]}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="do not match the manifest"):
+        verify_bundle(bundle)
+    (bundle / "classifier.onnx").unlink()
+    with pytest.raises(ExportError, match="classifier.onnx listed in the manifest is missing"):
+        verify_bundle(bundle)
+    with pytest.raises(ExportError, match="not an ffhw export bundle"):
+        verify_bundle(tmp_path)
+
+
+def test_existing_bundle_is_not_overwritten(runs, tmp_path):
+    export_run(runs / "standard", tmp_path, log=lambda *a: None)
+    with pytest.raises(ExportError, match="already holds a bundle"):
+        export_run(runs / "standard", tmp_path, log=lambda *a: None)
