@@ -68,3 +68,42 @@ def test_existing_bundle_is_not_overwritten(runs, tmp_path):
     export_run(runs / "standard", tmp_path, log=lambda *a: None)
     with pytest.raises(ExportError, match="already holds a bundle"):
         export_run(runs / "standard", tmp_path, log=lambda *a: None)
+
+
+def test_bench_reports_latency_percentiles_for_ort_and_torch(runs, tmp_path):
+    from ffhw.bench import bench_bundle
+    bundle = export_run(runs / "quantized-8", tmp_path, log=lambda *a: None)
+    report = bench_bundle(bundle, batch=32, iterations=10, log=lambda *a: None)
+    assert [r["model"] for r in report["results"]] == ["layer_00.onnx", "layer_01.onnx", "classifier.onnx"]
+    for r in report["results"]:
+        for key in ("ort_b1_t1", "torch_b1_t1"):
+            assert 0 < r[key]["p50_ms"] <= r[key]["p90_ms"] <= r[key]["p99_ms"]
+        assert r["ort_b32_t1"]["samples_per_s"] > 0 and r["bytes"] > 0
+    assert report["versions"]["onnxruntime"]
+
+
+@pytest.mark.parametrize("name", list(TYPES))
+def test_cost_model_counts(name, runs, mnist_small):
+    from ffhw.hardware import ENERGY_PJ, cost_model
+    from ffhw.records import load_model
+    model, _ = load_model(runs / name)
+    cost = cost_model(model, mnist_small.test.images(slice(0, 200)))
+    first, second = cost["layers"]
+    assert first["in"] == 784 and first["out"] == 48 and second["in"] == 48
+    assert 0.0 <= first["output_sparsity"] <= 1.0 and 0 < first["input_density"] < 1
+    if name == "spiking":
+        # layer 0: direct-encoded current computed once; layer 1: one accumulate per input spike and fan-out
+        assert first["macs"] == 784 * 48 and first["acs"] == 0 and first["neuron_updates"] == 4 * 48
+        rate = first["spike_rate"]
+        assert second["macs"] == 0 and second["acs"] == pytest.approx(rate * 48 * 4 * 32, rel=1e-6)
+        assert second["energy_pj_estimate"] == pytest.approx(second["acs"] * ENERGY_PJ["fp32_ac"]
+                                                             + 4 * 32 * ENERGY_PJ["neuron_update"])
+    else:
+        assert second["macs"] == 48 * 32
+        assert second["nonzero_macs"] == pytest.approx(48 * 32 * (1 - first["output_sparsity"]), rel=1e-6)
+    if name.startswith("quantized"):
+        bits = int(name[-1])
+        assert second["bops"] == second["macs"] * bits * 8 and second["mac_kind"] == "int8_mac"
+        assert cost["deployed_weight_bytes"] < 784 * 48 * 4
+    goodness_total = cost["energy_per_classification_pj_estimate"]["goodness"]
+    assert goodness_total == pytest.approx(first["energy_pj_estimate"] + 10 * second["energy_pj_estimate"])

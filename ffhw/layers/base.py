@@ -107,6 +107,13 @@ class FFLayer(nn.Module):
         """Bytes of one seed's deployed weights and biases (and scales, for quantized types)."""
         return self.parameters_per_seed() * 4.0
 
+    def op_counts(self, input_density: float) -> dict:
+        """Operations of one pass of one sample (see ffhw/hardware.py); dense fp32 by default.
+        `input_density` is the measured share of non-zero inputs."""
+        macs = self.in_features * self.out_features
+        return {"macs": macs, "mac_kind": "fp32_mac", "nonzero_macs": macs * input_density, "acs": 0.0,
+                "neuron_updates": 0, "bops": None}
+
     # ---- export (see ffhw/export.py): each type says how its trained layer becomes a graph ----
     def export_module(self, seed: int) -> nn.Module:
         """A plain module for one seed: the layer's deployed input [N, ...] -> (act, out), no seed dim."""

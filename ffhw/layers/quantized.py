@@ -115,6 +115,12 @@ class QuantizedLayer(FFLayer):
         # integer weights, int32 biases, and float32 scales (weights, input, activation)
         return self.in_features * self.out_features * o.weight_bits / 8 + self.out_features * 4 + (scales + 2) * 4
 
+    def op_counts(self, input_density: float) -> dict:
+        counts = super().op_counts(input_density)
+        o = self.options
+        # Integer kernels run sub-8-bit weights as int8; BOPs count the bits the format could exploit.
+        return {**counts, "mac_kind": "int8_mac", "bops": counts["macs"] * o.weight_bits * o.input_bits}
+
     # ---- export ----
     def export_module(self, seed: int) -> nn.Module:
         if self.options.weight_bits == 1:

@@ -145,6 +145,18 @@ class SpikingLayer(FFLayer):
         first_or_rates = self.index == 0 or self.options.next_input == "rates"
         return first_or_rates and self.options.encoding == "direct"
 
+    def op_counts(self, input_density: float) -> dict:
+        """Analog input (direct encoding): one dense MAC pass, the current is reused for T steps. Spike
+        input: synaptic operations (accumulates) = input spikes x fan-out, from the measured spike rate."""
+        t, n_in, n_out = self.steps, self.in_features, self.out_features
+        updates = t * n_out  # membrane: beta * mem + current, once per neuron per step
+        if self.analog_input():
+            macs = n_in * n_out
+            return {"macs": macs, "mac_kind": "fp32_mac", "nonzero_macs": macs * input_density, "acs": 0.0,
+                    "neuron_updates": updates, "bops": None}
+        return {"macs": 0, "mac_kind": "fp32_mac", "nonzero_macs": 0.0, "acs": input_density * n_in * t * n_out,
+                "neuron_updates": updates, "bops": None}
+
     def export_module(self, seed: int) -> nn.Module:
         return SpikingExport(self.weight[seed].detach(), self.bias[seed].detach(), self.options, self.norm,
                              self.analog_input())
