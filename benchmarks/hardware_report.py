@@ -67,8 +67,9 @@ def render(compare_dir: Path, entries: list[dict], command: str) -> str:
             for t in threads:
                 o, p = r[f"ort_b1_t{t}"]["p50_ms"], r.get(f"torch_b1_t{t}", {}).get("p50_ms")
                 cells += [f"{o:.3f}", f"{p:.3f}" if p else "-", f"{o / p:.2f}" if p else "-"]
+            throughput = r[f"ort_b{bench0['batch']}_t{threads[-1]}"]["samples_per_s"]
             lines.append(f"| {e['variant']} | {r['model']} | {kib(r['bytes'])} | " + " | ".join(cells)
-                         + f" | {r[f'ort_b{bench0['batch']}_t{threads[-1]}']['samples_per_s']:,.0f} |")
+                         + f" | {throughput:,.0f} |")
     # the two targets, stated from the numbers above
     std = next(e for e in entries if e["layer_type"] == "standard")
     q8 = next((e for e in entries if e["variant"] == "quantized-8"), None)

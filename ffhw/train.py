@@ -163,7 +163,7 @@ class Trainer:
             inp = out.out
         if self.cfg.train.head:
             with torch.no_grad():
-                outputs = model.forward_layers(model.encoding.base(images) + model.encoding.neutral)
+                outputs = model.forward_layers(model.encoding.embed_neutral(images))
             logits = model.head_logits(outputs)  # [S, B, C]
             ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
             total = total + ce.mean(-1).sum()
@@ -235,10 +235,10 @@ class Trainer:
         result = {f"layer/{k}": v / total for k, v in sums.items()}
         for key in stat_sums[0]:
             result[f"layer/{key}"] = torch.stack([st[key] for st in stat_sums]) / total
-        for key in model.layers[0].static_stats():
-            result[f"layer/{key}"] = torch.stack([torch.as_tensor(layer.static_stats()[key], dtype=torch.float32,
-                                                                  device=self.device).expand(s)
-                                                  for layer in model.layers])
+        static = [layer.static_stats() for layer in model.layers]
+        for key in static[0]:
+            result[f"layer/{key}"] = torch.stack([torch.as_tensor(st[key], dtype=torch.float32, device=self.device)
+                                                  .expand(s) for st in static])
         result["net/acc_goodness"] = net["acc_goodness"] / total
         if self.cfg.train.head:
             result["net/acc_head"] = net["acc_head"] / total
@@ -281,11 +281,10 @@ class Trainer:
                "device": str(self.device), "seeds": model.seed_list,
                "parameters_per_seed": sum(layer.parameters_per_seed() for layer in model.layers),
                "deployed_weight_bytes_per_seed": sum(layer.deployed_weight_bytes() for layer in model.layers)}
-        for split in ("val", "test"):
-            for metric in ("acc_goodness", "acc_head"):
-                value = final(split, metric) if split == "test" else None
-                if value is not None:
-                    out[f"{split}_{metric}"] = value
+        for metric in ("acc_goodness", "acc_head"):
+            value = final("test", metric)
+            if value is not None:
+                out[f"test_{metric}"] = value
         out.update(extra)
         return out
 

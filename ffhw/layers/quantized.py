@@ -3,7 +3,9 @@
 - Weights: `weight_bits` 3..8 signed, narrow range, scale per tensor or per output channel
   (Int8WeightPerTensorFloat / Int8WeightPerChannelFloat); 2 bits in narrow range is ternary {-1, 0, 1};
   1 bit is binary {-s, +s} with a constant scale s (training only: QCDQ export cannot carry binary weights).
-- Activations: unsigned `act_bits` (QuantReLU); the layer's input (after normalisation) is quantized to
+- Activations: unsigned `act_bits` (QuantReLU, with its own gradient: zero below 0, straight-through across
+  the rounding; `model.straight_through` applies to standard layers only: on quantized layers it did not
+  help, measured); the layer's input (after normalisation) is quantized to
   unsigned `input_bits`, so the next layer receives quantized activations after normalisation.
 - Bias: int32 with scale = input scale x weight scale (Int32Bias), as integer kernels expect.
 - Scales of inputs and activations are learned from statistics, then as parameters, per layer and seed.
