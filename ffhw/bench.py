@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import FFHWError
-from .export import ClassifierGraph, LabelFront, LayerGraph, _versions, ort_session, verify_bundle
+from .export import ClassifierGraph, LayerGraph, _versions, ort_session, verify_bundle
 
 
 def percentiles(fn, iterations: int, warmup: int) -> dict:
@@ -46,14 +46,13 @@ def torch_graphs(manifest: dict):
         return None
     model, cfg = load_model(run)
     index = model.seed_list.index(manifest["seed"])
-    front = LabelFront(model.encoding)
+    front = model.encoding.export_front(index)
     cores = [layer.export_module(index).eval() for layer in model.layers]
     graphs = [LayerGraph(core, cfg.model.goodness, front if "label" in e["inputs"] else None).eval()
               for core, e in zip(cores, manifest["layers"])]
     head = ((model.head_weight[index].detach(), model.head_bias[index].detach())
             if manifest["classifier"] == "head" else None)
-    classifier = ClassifierGraph(front, cores, cfg.model.goodness, model.classifier_layers, head,
-                                 model.encoding.neutral).eval()
+    classifier = ClassifierGraph(front, cores, cfg.model.goodness, model.classifier_layers, head).eval()
     return graphs, classifier
 
 

@@ -21,7 +21,9 @@ import tomli_w
 from .errors import ConfigError
 
 CHOICES = {
-    "data.encoding": ("onehot", "border", "concat"),
+    "data.encoding": ("onehot", "border", "concat", "channel"),
+    "model.architecture": ("fc", "small", "large"),
+    "model.block_norm": ("batch", "layer", "none"),
     "data.negatives": ("random", "hard"),
     "model.goodness": ("sum", "mean"),
     "model.loss": ("threshold", "symba"),
@@ -40,14 +42,17 @@ class DataConfig:
     data_dir: str = ""  # empty: --data-dir, else $FFHW_DATA, else the per-user cache (see ffhw.data)
     val_size: int = 10000  # carved deterministically from the training set; the test set is for test metrics only
     train_subset: int = 0  # use only the first N training samples (0: all); for quick checks and tests
-    encoding: str = "onehot"  # where the label goes: first C pixels, image border, or appended
+    encoding: str = "onehot"  # where the label goes: first C pixels, image border, appended, or a learned channel (conv)
     negatives: str = "random"  # random wrong label, or hard: drawn in proportion to wrong-label goodness
 
 
 @dataclass
 class ModelConfig:
     layer_type: str = "standard"
+    architecture: str = "fc"  # fc: `hidden` widths; small / large: the Trifecta conv networks (6 / 12 blocks)
     hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    width_scale: float = 1.0  # conv: multiplies every block's channels
+    block_norm: str = "batch"  # conv: normaliser at each block's input (batch, layer, none)
     goodness: str = "sum"  # sum or mean of squared activities (rates for spiking layers)
     loss: str = "threshold"
     # Threshold per unit: the threshold on sum goodness is theta * width (loeweX: theta = width),
@@ -112,7 +117,14 @@ class RunConfig:
                 raise ConfigError(f"{name} = {value} must be positive")
         if t.lr <= 0 or t.head_lr <= 0:
             raise ConfigError("train.lr and train.head_lr must be positive")
-        if m.classifier_layers == "all-but-first" and len(m.hidden) < 2:
+        conv = m.architecture != "fc"
+        if conv != (self.data.encoding == "channel"):
+            raise ConfigError("conv architectures take the label as a learned input channel and FC ones as pixels: "
+                              f"with model.architecture = {m.architecture!r} set data.encoding = "
+                              f"{'channel' if conv else 'onehot'!r}")
+        if conv and self.train.head:
+            raise ConfigError("the linear head reads flat activities: set train.head = false for conv architectures")
+        if m.classifier_layers == "all-but-first" and len(m.hidden) < 2 and not conv:
             m.classifier_layers = "all"  # one layer: nothing else to read
         return self
 

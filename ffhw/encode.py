@@ -12,6 +12,7 @@ what lets evaluation compute layer 0 once per image for all labels (see `FFLayer
   to 1 and the rest of the ring to 0; the neutral label sets the used ring pixels to 1/C. Multi-channel
   images get the same pattern in every channel.
 - concat: C extra inputs appended after the image; one-hot label, neutral 1/C.
+- channel (conv networks): a learned H*W embedding per label, appended as an extra image channel.
 """
 from __future__ import annotations
 
@@ -74,6 +75,96 @@ class LabelEncoding(nn.Module):
     def embed_neutral(self, images: torch.Tensor) -> torch.Tensor:
         return self.base(images) + self.neutral
 
+    def all_labels(self, layer0, images: torch.Tensor, seeds: int):
+        """Layer 0 on every label embedding of images [N, ...] -> LayerOutput over [S, N*C]; the image part
+        is computed once per image where the layer type allows it (FFLayer.forward_labels)."""
+        base = self.base(images)
+        return layer0.forward_labels(base.unsqueeze(0).expand(seeds, *base.shape), self.patterns)
+
+
+    def export_front(self, seed: int) -> nn.Module:
+        return PixelLabelFront(self)
+
+
+class PixelLabelFront(nn.Module):
+    """Export form of LabelEncoding: raw image [N, *shape] and int64 label [N] -> layer 0's input [N, D]."""
+
+    def __init__(self, encoding: LabelEncoding):
+        super().__init__()
+        self.kind, self.image_dim, self.num_classes = encoding.kind, encoding.image_dim, encoding.num_classes
+        self.register_buffer("patterns", encoding.patterns.clone())
+        self.register_buffer("keep", (~encoding.label_mask[: encoding.image_dim]).float())
+        self.register_buffer("neutral_pattern", encoding.neutral.clone())
+
+    def base(self, image):
+        flat = image.reshape(image.shape[0], self.image_dim)
+        if self.kind == "concat":
+            return torch.cat([flat, torch.zeros_like(flat[:, : self.num_classes])], dim=1)
+        return flat * self.keep
+
+    def forward(self, image, label):
+        return self.base(image) + self.patterns[label]
+
+    def all_labels(self, image):
+        """[N, ...] -> [N*C, D], sample-major (all labels of image 0 first)."""
+        return (self.base(image).unsqueeze(1) + self.patterns.unsqueeze(0)).reshape(-1, self.patterns.shape[1])
+
+    def neutral(self, image):
+        return self.base(image) + self.neutral_pattern
+
+
+class ChannelLabelFront(nn.Module):
+    """Export form of LabelChannel for one seed: image [N, C, H, W] and label [N] -> [N, C+1, H, W]."""
+
+    def __init__(self, table: torch.Tensor, image_shape: tuple[int, ...]):
+        super().__init__()
+        self.register_buffer("table", table.detach().clone())
+        self.num_classes, self.hw = table.shape[0], tuple(image_shape[-2:])
+
+    def forward(self, image, label):
+        return torch.cat([image, self.table[label].reshape(-1, 1, *self.hw)], dim=1)
+
+    def all_labels(self, image):
+        n, c = image.shape[0], self.num_classes
+        images = image.unsqueeze(1).expand(n, c, *image.shape[1:]).reshape(n * c, *image.shape[1:])
+        return torch.cat([images, self.table.repeat(n, 1).reshape(n * c, 1, *self.hw)], dim=1)
+
+    def neutral(self, image):
+        return torch.cat([image, torch.zeros_like(image[:, :1])], dim=1)
+
+
+class LabelChannel(nn.Module):
+    """The label as a learned extra input channel (the Trifecta's conv networks): each class has an embedding
+    of H*W values, one table per seed, appended to the image as channel C+1. It is trained with block 0."""
+
+    kind = "channel"
+
+    def __init__(self, num_classes: int, image_shape: tuple[int, ...], generators: list[torch.Generator]):
+        super().__init__()
+        self.num_classes, self.image_shape = num_classes, tuple(image_shape)
+        h, w = image_shape[-2:]
+        self.weight = nn.Parameter(torch.stack([torch.randn(num_classes, h * w, generator=g) for g in generators]))
+        self.in_shape = (image_shape[0] + 1, h, w)
+
+    def _with_channel(self, images: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
+        h, w = self.image_shape[-2:]
+        return torch.cat([images, channel.reshape(*channel.shape[:-1], 1, h, w)], dim=-3)
+
+    def embed(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Images [S, N, C, H, W] with labels [S, N] -> [S, N, C+1, H, W]."""
+        seeds = torch.arange(self.weight.shape[0], device=labels.device).unsqueeze(-1)
+        return self._with_channel(images, self.weight[seeds, labels])
+
+    def embed_neutral(self, images: torch.Tensor) -> torch.Tensor:
+        return self._with_channel(images, images.new_zeros(*images.shape[:-3], self.weight.shape[-1]))
+
+    def all_labels(self, layer0, images: torch.Tensor, seeds: int):
+        n, c = images.shape[0], self.num_classes
+        expanded = images.unsqueeze(1).expand(n, c, *images.shape[1:]).reshape(n * c, *images.shape[1:])
+        labels = torch.arange(c, device=images.device).repeat(n)
+        return layer0(self.embed(expanded.unsqueeze(0).expand(seeds, *expanded.shape),
+                                 labels.unsqueeze(0).expand(seeds, -1)))
+
 
 def random_negatives(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """A uniformly random wrong label for each sample: (y + U{1..C-1}) mod C, never the true label."""
@@ -86,3 +177,6 @@ def hard_negatives(goodness: torch.Tensor, labels: torch.Tensor, generator: torc
     weights = goodness.detach().float().clamp_min(0) + 1e-6  # the floor keeps all-zero rows drawable
     weights = weights.scatter(-1, labels[..., None], 0.0)  # never the true label
     return torch.multinomial(weights, 1, generator=generator).squeeze(-1)
+
+    def export_front(self, seed: int) -> nn.Module:
+        return ChannelLabelFront(self.weight[seed], self.image_shape)

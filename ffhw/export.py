@@ -32,25 +32,6 @@ class ExportError(FFHWError):
     """An export failed its parity check, or a bundle is incomplete, tampered with or mismatched."""
 
 
-class LabelFront(nn.Module):
-    """Raw image [N, *shape] and integer label [N] -> the label-embedded input of layer 0."""
-
-    def __init__(self, encoding):
-        super().__init__()
-        self.kind, self.image_dim, self.num_classes = encoding.kind, encoding.image_dim, encoding.num_classes
-        self.register_buffer("patterns", encoding.patterns.clone())
-        self.register_buffer("keep", (~encoding.label_mask[: encoding.image_dim]).float())
-
-    def base(self, image):
-        flat = image.reshape(image.shape[0], self.image_dim)
-        if self.kind == "concat":
-            return torch.cat([flat, torch.zeros_like(flat[:, : self.num_classes])], dim=1)
-        return flat * self.keep
-
-    def forward(self, image, label):
-        return self.base(image) + self.patterns[label]
-
-
 def goodness(act: torch.Tensor, kind: str) -> torch.Tensor:
     sq = act.reshape(act.shape[0], -1).square()
     return sq.sum(1) if kind == "sum" else sq.mean(1)
@@ -59,7 +40,7 @@ def goodness(act: torch.Tensor, kind: str) -> torch.Tensor:
 class LayerGraph(nn.Module):
     """One layer as deployed: its input (layer 0: image and label) -> (output, goodness)."""
 
-    def __init__(self, core: nn.Module, goodness_kind: str, front: LabelFront | None = None):
+    def __init__(self, core: nn.Module, goodness_kind: str, front: nn.Module | None = None):
         super().__init__()
         self.core, self.kind, self.front = core, goodness_kind, front
 
@@ -73,8 +54,8 @@ class ClassifierGraph(nn.Module):
     """Image [N, *shape] -> class scores [N, C]: summed goodness of the classifier layers for every label,
     or the linear head's logits on the neutral label."""
 
-    def __init__(self, front: LabelFront, cores: list[nn.Module], goodness_kind: str, classifier_layers: list[int],
-                 head: tuple[torch.Tensor, torch.Tensor] | None, neutral: torch.Tensor):
+    def __init__(self, front: nn.Module, cores: list[nn.Module], goodness_kind: str, classifier_layers: list[int],
+                 head: tuple[torch.Tensor, torch.Tensor] | None):
         super().__init__()
         self.front, self.cores, self.kind = front, nn.ModuleList(cores), goodness_kind
         self.classifier_layers = classifier_layers
@@ -84,20 +65,18 @@ class ClassifierGraph(nn.Module):
             with torch.no_grad():
                 self.head.weight.copy_(head[0].t())
                 self.head.bias.copy_(head[1].reshape(-1))
-        self.register_buffer("neutral", neutral.clone())
 
     def forward(self, image):
-        n, c = image.shape[0], self.front.patterns.shape[0]
-        base = self.front.base(image)
+        n, c = image.shape[0], self.front.num_classes
         if self.use_head:
-            inp, feats = base + self.neutral, []
+            inp, feats = self.front.neutral(image), []
             for k, core in enumerate(self.cores):
                 act, inp = core(inp)
                 if k in self.classifier_layers:
                     a = act.reshape(n, -1)
                     feats.append(a / (a.square().mean(1, keepdim=True).sqrt() + 1e-8))
             return self.head(torch.cat(feats, 1))
-        inp = (base.unsqueeze(1) + self.front.patterns.unsqueeze(0)).reshape(n * c, -1)
+        inp = self.front.all_labels(image)
         scores = torch.zeros(n, c)
         for k, core in enumerate(self.cores):
             act, inp = core(inp)
@@ -139,7 +118,7 @@ INTEGER_OPS = ("QGemm", "QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvIn
 
 def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index: int = 0,
                classifier: str = "goodness", parity_samples: int = 512, name: str | None = None,
-               log=print) -> Path:
+               qonnx: bool = False, log=print) -> Path:
     """Export every layer of a trained run and its classifier; check parity; write the manifest."""
     from . import data as data_mod
     from .records import RunDir, load_model
@@ -156,7 +135,7 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
     d = data_mod.load(cfg.data.dataset, cfg.data.data_dir or None, "cpu", cfg.data.val_size, cfg.data.train_subset)
     images = d.test.images(slice(0, parity_samples))
     labels = d.test.y[:parity_samples]
-    front = LabelFront(model.encoding)
+    front = model.encoding.export_front(seed_index)
 
     layers, inp = [], None
     cores = []
@@ -197,6 +176,11 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
         if layer.weight_bits() < 32 and not any(op in ops for op in INTEGER_OPS):
             raise ExportError(f"{path.name}: onnxruntime did not fuse the quantized layer into integer kernels "
                               f"(optimised ops: {', '.join(sorted(ops))})")
+        if qonnx:  # for FINN; onnxruntime cannot load QONNX, so it is listed, not parity-checked
+            qpath = path.with_name(f"layer_{k:02d}.qonnx.onnx")
+            q_exporter = layer.export_qonnx(graph, args, qpath, input_names, ["out", "goodness"], dynamic)
+            if q_exporter:
+                entry["qonnx_file"], entry["qonnx_exporter"] = qpath.name, q_exporter
         layers.append(entry)
         log(f"layer {k}: {path.name} {path.stat().st_size:,} bytes, parity {parity['metric']} = {parity['value']:.3g}")
         inp = ref_out
@@ -205,8 +189,7 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
     if not model.layers[0].takes_label_input():
         raise ExportError("classifier.onnx needs direct input encoding; rate-encoded networks export per layer only")
     head = (model.head_weight[seed_index].detach(), model.head_bias[seed_index].detach()) if classifier == "head" else None
-    graph = ClassifierGraph(front, cores, cfg.model.goodness, model.classifier_layers, head,
-                            model.encoding.neutral).eval()
+    graph = ClassifierGraph(front, cores, cfg.model.goodness, model.classifier_layers, head).eval()
     path = bundle / "classifier.onnx"
     exporter = model.layers[0].export_onnx(graph, (images[:2],), path, ["image"], ["scores"],
                                            {"image": {0: "batch"}, "scores": {0: "batch"}}, OPSET)
@@ -226,7 +209,7 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
                           f"{model_acc:.4f}): more than 0.05 pp apart; the bundle in {bundle} is incomplete")
     log(f"classifier.onnx: test accuracy onnxruntime {ort_acc:.4f}, torch {torch_acc:.4f}")
 
-    files = [e["file"] for e in layers] + ["classifier.onnx"]
+    files = [e["file"] for e in layers] + [e["qonnx_file"] for e in layers if "qonnx_file" in e] + ["classifier.onnx"]
     manifest = {
         "bundle_version": BUNDLE_VERSION, "run": str(run_dir), "run_name": run_dir.name,
         "layer_type": cfg.model.layer_type, "seed": seed, "dataset": d.name, "image_shape": list(d.image_shape),
@@ -294,9 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-index", type=int, default=0, help="which of the run's seeds to export (default 0)")
     p.add_argument("--classifier", choices=("goodness", "head"), default="goodness",
                    help="classifier.onnx: summed goodness over labels (default) or the linear head")
+    p.add_argument("--qonnx", action="store_true", help="also write QONNX files (for FINN) of quantized layers")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        bundle = export_run(args.run_dir, args.out, args.seed_index, args.classifier, name=args.name)
+        bundle = export_run(args.run_dir, args.out, args.seed_index, args.classifier, name=args.name, qonnx=args.qonnx)
     except FFHWError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

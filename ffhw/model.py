@@ -13,9 +13,16 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .encode import LabelEncoding
+from .encode import LabelChannel, LabelEncoding
 from .layers import LayerOutput, get_layer_type
 from .objectives import Objective
+
+
+# The Trifecta networks (Dooms et al.): channels per block and the blocks followed by a 2x2 max-pool.
+CONV_ARCHITECTURES = {
+    "small": ([128, 128, 256, 256, 256, 512], {0, 2, 5}),
+    "large": ([64, 128, 128, 128, 128, 256, 256, 256, 256, 512, 512, 512], {1, 5, 9}),
+}
 
 
 def derive_seed(*parts) -> int:
@@ -34,20 +41,31 @@ class FFNet(nn.Module):
         m = cfg.model
         self.seed_list = [cfg.train.seed + i for i in range(cfg.train.seeds)]
         self.num_classes, self.goodness_kind = num_classes, m.goodness
-        self.encoding = LabelEncoding(cfg.data.encoding, num_classes, image_shape)
-        layer_cls = get_layer_type(m.layer_type)
+        seeds = len(self.seed_list)
+        layer_cls = get_layer_type(m.layer_type, conv=m.architecture != "fc")
         self.options = layer_cls.resolve_options(dict(m.layer))
-        dims = [self.encoding.in_dim, *[int(w) for w in m.hidden]]
-        self.layers = nn.ModuleList(
-            layer_cls(k, dims[k], dims[k + 1], len(self.seed_list), m, self.options,
-                      seed_generators(self.seed_list, "init", k))
-            for k in range(len(m.hidden)))
+        layers = []
+        if m.architecture == "fc":
+            self.encoding = LabelEncoding(cfg.data.encoding, num_classes, image_shape)
+            dims = [self.encoding.in_dim, *[int(w) for w in m.hidden]]
+            for k in range(len(dims) - 1):
+                layers.append(layer_cls(k, dims[k], dims[k + 1], seeds, m, self.options,
+                                        seed_generators(self.seed_list, "init", k)))
+        else:
+            self.encoding = LabelChannel(num_classes, image_shape, seed_generators(self.seed_list, "label-channel"))
+            channels, pools = CONV_ARCHITECTURES[m.architecture]
+            shape = self.encoding.in_shape
+            for k, width in enumerate(channels):
+                layer = layer_cls(k, shape, max(1, round(width * m.width_scale)), k in pools, seeds, m,
+                                  self.options, seed_generators(self.seed_list, "init", k))
+                layers.append(layer)
+                shape = layer.out_shape
+        self.layers = nn.ModuleList(layers)
         self.objectives = [Objective(m, layer.units) for layer in self.layers]
         n = len(self.layers)
         self.classifier_layers = {"all-but-first": list(range(1, n)), "all": list(range(n)),
                                   "last": [n - 1]}[m.classifier_layers] or list(range(n))
-        features = sum(self.layers[k].units for k in self.classifier_layers)
-        seeds = len(self.seed_list)
+        features = sum(self.layers[k].units for k in self.classifier_layers) if cfg.train.head else 0
         self.head_weight = nn.Parameter(torch.zeros(seeds, features, num_classes))
         self.head_bias = nn.Parameter(torch.zeros(seeds, 1, num_classes))
         # Saved with the weights so that `records.load_model` can rebuild the network from model.pt alone.
@@ -59,7 +77,9 @@ class FFNet(nn.Module):
         return len(self.seed_list)
 
     def layer_parameters(self, k: int) -> list[nn.Parameter]:
-        return list(self.layers[k].parameters())
+        """Parameters layer k's optimiser owns: a learned label channel is trained with layer 0."""
+        extra = list(self.encoding.parameters()) if k == 0 else []
+        return list(self.layers[k].parameters()) + extra
 
     def head_parameters(self) -> list[nn.Parameter]:
         return [self.head_weight, self.head_bias]
@@ -71,8 +91,8 @@ class FFNet(nn.Module):
     def forward_layers(self, x: torch.Tensor, upto: int | None = None) -> list[LayerOutput]:
         """Run the layers on encoded inputs [S, N, D]; each layer's input is detached (learning stays local)."""
         outputs, inp = [], x
-        for layer in self.layers[: upto if upto is not None else len(self.layers)]:
-            out = layer(inp.detach())
+        for k, layer in enumerate(self.layers[: upto if upto is not None else len(self.layers)]):
+            out = layer(inp if k == 0 else inp.detach())  # layer 0's input may carry a learned label channel
             outputs.append(out)
             inp = out.out
         return outputs
@@ -92,14 +112,13 @@ class FFNet(nn.Module):
         hardware statistics. Layer 0 runs once per image for all labels (`forward_labels`); the rest
         run on the N*C label-embedded activities.
         """
-        base = self.expand_seeds(self.encoding.base(images))
         c = self.num_classes
-        out = self.layers[0].forward_labels(base, self.encoding.patterns)
+        out = self.encoding.all_labels(self.layers[0], images, self.seeds)
         outputs = [out]
         for layer in self.layers[1:]:
             out = layer(out.out)
             outputs.append(out)
-        s, n = base.shape[:2]
+        s, n = self.seeds, images.shape[0]
         goodness = torch.stack([obj.goodness(o.act).reshape(s, n, c) for obj, o in zip(self.objectives, outputs)])
         stats = [layer.hardware_stats(o) for layer, o in zip(self.layers, outputs)]
         logits = None

@@ -145,7 +145,7 @@ class Trainer:
                 with torch.no_grad():
                     inp = layer(inp).out
                 continue
-            out = layer(inp.detach())
+            out = layer(inp if k == 0 else inp.detach())  # layer 0's input may carry a learned label channel
             g = obj.goodness(out.act)
             g_pos, g_neg = g[:, :b], g[:, b:]
             loss = obj.loss(g_pos, g_neg)

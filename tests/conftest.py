@@ -35,3 +35,12 @@ def small_config(layer_type="standard", hidden=(200, 200), epochs=2, **train):
     for key, value in train.items():
         setattr(cfg.train, key, value)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def mnist_conv(mnist_small):
+    """mnist_small with 500-image validation and test splits: conv blocks evaluate every label through every block."""
+    from ffhw.data import Data, Split
+    d = mnist_small
+    return Data(d.name, d.train, Split(d.val.x[:500], d.val.y[:500]), Split(d.test.x[:500], d.test.y[:500]),
+                d.num_classes)

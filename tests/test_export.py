@@ -107,3 +107,14 @@ def test_cost_model_counts(name, runs, mnist_small):
         assert cost["deployed_weight_bytes"] < 784 * 48 * 4
     goodness_total = cost["energy_per_classification_pj_estimate"]["goodness"]
     assert goodness_total == pytest.approx(first["energy_pj_estimate"] + 10 * second["energy_pj_estimate"])
+
+
+def test_qonnx_option_writes_finn_models_for_quantized_layers(runs, tmp_path):
+    import onnx
+    bundle = export_run(runs / "quantized-4", tmp_path, qonnx=True, log=lambda *a: None)
+    manifest = verify_bundle(bundle)
+    assert manifest["layers"][0]["qonnx_file"] == "layer_00.qonnx.onnx" and "layer_01.qonnx.onnx" in manifest["files"]
+    ops = {(n.op_type, n.domain) for n in onnx.load(str(bundle / "layer_00.qonnx.onnx")).graph.node}
+    assert ("Quant", "qonnx.custom_op.general") in ops
+    plain = export_run(runs / "standard", tmp_path, qonnx=True, log=lambda *a: None)
+    assert not list(plain.glob("*.qonnx.onnx"))  # float layers have no QONNX form

@@ -4,17 +4,19 @@ import importlib
 import pkgutil
 
 from ..errors import ConfigError
-from .base import LAYER_TYPES, FFLayer, LayerOutput, register
+from .base import CONV_TYPES, LAYER_TYPES, ConvBlock, FFLayer, LayerOutput, register
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
 
-def get_layer_type(name: str) -> type[FFLayer]:
+def get_layer_type(name: str, conv: bool = False) -> type[FFLayer]:
     if name not in LAYER_TYPES:
         raise ConfigError(f"unknown layer type {name!r}; choose one of {', '.join(sorted(LAYER_TYPES))}")
-    return LAYER_TYPES[name]
+    if conv and name not in CONV_TYPES:
+        raise ConfigError(f"{name} layers have no conv block yet; use model.architecture = 'fc'")
+    return CONV_TYPES[name] if conv else LAYER_TYPES[name]
 
 
-__all__ = ["FFLayer", "LayerOutput", "LAYER_TYPES", "get_layer_type", "register"]
+__all__ = ["FFLayer", "ConvBlock", "LayerOutput", "LAYER_TYPES", "CONV_TYPES", "get_layer_type", "register"]

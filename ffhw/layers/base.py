@@ -18,18 +18,20 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
 
-LAYER_TYPES: dict[str, type["FFLayer"]] = {}
+LAYER_TYPES: dict[str, type["FFLayer"]] = {}  # fully connected layers, by type name
+CONV_TYPES: dict[str, type["FFLayer"]] = {}  # conv blocks of the same types
 
 
-def register(name: str):
+def register(name: str, kind: str = "fc"):
     def deco(cls):
         cls.type_name = name
-        LAYER_TYPES[name] = cls
+        (CONV_TYPES if kind == "conv" else LAYER_TYPES)[name] = cls
         return cls
     return deco
 
@@ -134,6 +136,10 @@ class FFLayer(nn.Module):
                           dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
         return f"torch.onnx (TorchScript) {torch.__version__}"
 
+    def export_qonnx(self, module: nn.Module, args: tuple, path, input_names, output_names, dynamic_axes) -> str | None:
+        """Write a QONNX model (for FINN) where the type has one; returns the exporter's name, or None."""
+        return None
+
     def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
         """Compare this layer's torch output with onnxruntime's; float types: relative error 1e-4."""
         err = ((reference - exported).abs() / (reference.abs().max() + 1e-12)).max().item()
@@ -203,3 +209,88 @@ def relu(z: torch.Tensor, straight_through: bool) -> torch.Tensor:
 
 def init_std(out_features: int) -> float:
     return 1.0 / math.sqrt(out_features)  # loeweX: N(0, 1/sqrt(out_features))
+
+
+# ---- conv blocks: [norm at the block input] -> conv 3x3 pad 1, no bias -> activation -> optional max-pool 2 ----
+
+class ConvBlock(FFLayer):
+    """Shared machinery of the conv block types. Inputs are [S, N, C, H, W]. Seeds run as groups of one
+    grouped convolution, and batch norm over the S*C channels keeps separate statistics per seed."""
+
+    def __init__(self, index, in_shape: tuple[int, int, int], out_channels: int, pool: bool, seeds, model,
+                 options, generators):
+        c, h, w = in_shape
+        oh, ow = (h // 2, w // 2) if pool else (h, w)
+        # FFLayer by name: a block type may also inherit its FC sibling's rules (parity, export) but not its init
+        FFLayer.__init__(self, index, c * h * w, out_channels * oh * ow, seeds, model, options, generators)
+        self.in_shape, self.out_shape, self.pool = tuple(in_shape), (out_channels, oh, ow), pool
+        self.block_norm = model.block_norm
+        if self.block_norm == "batch":
+            self.bn = nn.BatchNorm2d(seeds * c)
+        elif self.block_norm == "layer":  # over C, H, W per sample, with an affine map per seed
+            self.ln_weight = nn.Parameter(torch.ones(seeds, 1, c, h, w))
+            self.ln_bias = nn.Parameter(torch.zeros(seeds, 1, c, h, w))
+
+    @staticmethod
+    def conv_init(out_channels: int, in_channels: int, generators) -> torch.Tensor:
+        bound = 1.0 / math.sqrt(in_channels * 9)  # torch's default Conv2d init
+        return torch.stack([(torch.rand(out_channels, in_channels, 3, 3, generator=g) * 2 - 1) * bound
+                            for g in generators])
+
+    @staticmethod
+    def grouped(x: torch.Tensor) -> torch.Tensor:
+        """[S, N, C, H, W] -> [N, S*C, H, W]"""
+        s, n, c, h, w = x.shape
+        return x.transpose(0, 1).reshape(n, s * c, h, w)
+
+    @staticmethod
+    def ungrouped(y: torch.Tensor, seeds: int) -> torch.Tensor:
+        n, sc, h, w = y.shape
+        return y.reshape(n, seeds, sc // seeds, h, w).transpose(0, 1)
+
+    def normalize_block(self, x: torch.Tensor) -> torch.Tensor:
+        if self.block_norm == "batch":
+            return self.ungrouped(self.bn(self.grouped(x)), self.seeds)
+        if self.block_norm == "layer":
+            mean = x.mean(dim=(-3, -2, -1), keepdim=True)
+            var = x.var(dim=(-3, -2, -1), keepdim=True, unbiased=False)
+            return (x - mean) / torch.sqrt(var + 1e-5) * self.ln_weight + self.ln_bias
+        return x
+
+    def conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Seed-grouped 3x3 convolution: x [S, N, C, H, W], weight [S, O, C, 3, 3] -> [S, N, O, H, W]."""
+        s, o = weight.shape[:2]
+        y = F.conv2d(self.grouped(x), weight.reshape(s * o, *weight.shape[2:]), padding=1, groups=s)
+        return self.ungrouped(y, s)
+
+    def maybe_pool(self, y: torch.Tensor) -> torch.Tensor:
+        if not self.pool:
+            return y
+        lead = y.shape[:-3]
+        return F.max_pool2d(y.reshape(-1, *y.shape[-3:]), 2).reshape(*lead, *self.out_shape)
+
+    def block_norm_module(self, seed: int) -> nn.Module:
+        """This seed's block-input normaliser as a plain eval-mode module, for export."""
+        c, h, w = self.in_shape
+        if self.block_norm == "batch":
+            bn = nn.BatchNorm2d(c).eval()
+            sl = slice(seed * c, (seed + 1) * c)
+            with torch.no_grad():
+                bn.weight.copy_(self.bn.weight[sl])
+                bn.bias.copy_(self.bn.bias[sl])
+                bn.running_mean.copy_(self.bn.running_mean[sl])
+                bn.running_var.copy_(self.bn.running_var[sl])
+            return bn
+        if self.block_norm == "layer":
+            ln = nn.LayerNorm((c, h, w), eps=1e-5)
+            with torch.no_grad():
+                ln.weight.copy_(self.ln_weight[seed, 0])
+                ln.bias.copy_(self.ln_bias[seed, 0])
+            return ln
+        return nn.Identity()
+
+    def op_counts(self, input_density: float) -> dict:
+        c, h, w = self.in_shape
+        macs = self.out_shape[0] * c * 9 * h * w
+        return {"macs": macs, "mac_kind": "fp32_mac", "nonzero_macs": macs * input_density, "acs": 0.0,
+                "neuron_updates": 0, "bops": None}

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import torch
 from brevitas import nn as qnn
-from brevitas.quant import (Int8WeightPerChannelFloat, Int8WeightPerTensorFloat, Int32Bias,
+from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat, Int32Bias,
                             SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat)
 from torch import nn
 
 from ..errors import FFHWError
-from .base import FFLayer, LayerOutput, init_std, normalize, register, seed_normal
+from .base import ConvBlock, FFLayer, LayerOutput, init_std, normalize, register, seed_normal
 
 
 class QuantExport(nn.Module):
@@ -56,6 +56,13 @@ class QuantizedOptions:
             raise ValueError(f"scaling = {self.scaling!r} is not one of tensor, channel")
 
 
+def weight_quantizer(opts: QuantizedOptions, binary_scale: float) -> dict:
+    if opts.weight_bits == 1:
+        return dict(weight_quant=SignedBinaryWeightPerTensorConst, weight_scaling_const=binary_scale)
+    return dict(weight_quant=Int8WeightPerChannelFloat if opts.scaling == "channel" else Int8WeightPerTensorFloat,
+                weight_bit_width=opts.weight_bits)
+
+
 class QuantUnit(nn.Module):
     """One seed's quantized layer."""
 
@@ -63,13 +70,8 @@ class QuantUnit(nn.Module):
         super().__init__()
         self.input_quant = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=opts.input_bits,
                                              return_quant_tensor=True)
-        if opts.weight_bits == 1:
-            wq = dict(weight_quant=SignedBinaryWeightPerTensorConst, weight_scaling_const=init_std(out_features))
-        else:
-            wq = dict(weight_quant=Int8WeightPerChannelFloat if opts.scaling == "channel" else Int8WeightPerTensorFloat,
-                      weight_bit_width=opts.weight_bits)
         self.linear = qnn.QuantLinear(in_features, out_features, bias=True, bias_quant=Int32Bias,
-                                      return_quant_tensor=False, **wq)
+                                      return_quant_tensor=False, **weight_quantizer(opts, init_std(out_features)))
         with torch.no_grad():
             self.linear.weight.copy_(weight.t())
             self.linear.bias.zero_()
@@ -96,12 +98,15 @@ class QuantizedLayer(FFLayer):
     def weight_bits(self) -> int:
         return self.options.weight_bits
 
+    def quant_weights(self, unit):
+        return unit.linear.quant_weight()
+
     @torch.no_grad()
     def weight_levels(self) -> torch.Tensor:
         """Distinct integer weight levels in use, per seed (largest over scale groups for per-channel)."""
         counts = []
         for unit in self.units_per_seed:
-            w = unit.linear.quant_weight()
+            w = self.quant_weights(unit)
             ints = torch.sign(w.value) if self.options.weight_bits == 1 else w.int()
             counts.append(max(len(torch.unique(row)) for row in ints) if self.options.scaling == "channel"
                           else len(torch.unique(ints)))
@@ -145,9 +150,79 @@ class QuantizedLayer(FFLayer):
                          keep_initializers_as_inputs=False, dynamo=False)
         return f"brevitas {brevitas.__version__} export_onnx_qcdq"
 
+    def export_qonnx(self, module, args, path, input_names, output_names, dynamic_axes) -> str | None:
+        import brevitas
+        from brevitas.export import export_qonnx
+        export_qonnx(module, args=args, export_path=str(path), input_names=input_names, output_names=output_names,
+                     dynamic_axes=dynamic_axes)
+        return f"brevitas {brevitas.__version__} export_qonnx"
+
     def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
         """Compared in units of the output quantisation step: integer kernels may round one step apart."""
         step = min(float(unit.act.act_quant.scale()) for unit in self.units_per_seed)
         err = (reference - exported).abs().max().item() / step
         return {"metric": "max abs error in output quantisation steps", "value": err, "tolerance": 1.0,
                 "ok": err <= 1.0 + 1e-3}
+
+
+class QuantConvUnit(nn.Module):
+    """One seed's quantized conv block after its float block normaliser: signed input quantizer (the
+    normalised input has both signs) -> QuantConv2d 3x3 (no bias) -> QuantReLU -> optional max-pool."""
+
+    def __init__(self, in_channels: int, out_channels: int, pool: bool, opts: QuantizedOptions, weight: torch.Tensor):
+        super().__init__()
+        self.input_quant = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.input_bits,
+                                             return_quant_tensor=True)
+        self.conv = qnn.QuantConv2d(in_channels, out_channels, 3, padding=1, bias=False, return_quant_tensor=False,
+                                    **weight_quantizer(opts, float(weight.abs().mean())))
+        with torch.no_grad():
+            self.conv.weight.copy_(weight)
+        self.act = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=opts.act_bits, return_quant_tensor=False)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.conv(self.input_quant(x))))
+
+
+class QuantConvExport(nn.Module):
+    def __init__(self, norm: nn.Module, unit: QuantConvUnit):
+        super().__init__()
+        self.norm, self.unit = norm, unit
+
+    def forward(self, x):
+        h = self.unit(self.norm(x))
+        return h, h
+
+
+@register("quantized", kind="conv")
+class QuantizedConvBlock(ConvBlock, QuantizedLayer):
+    """Brevitas QuantConv2d blocks; the export, parity, statistics and footprint rules are the FC layer's."""
+
+    def __init__(self, index, in_shape, out_channels, pool, seeds, model, options: QuantizedOptions, generators):
+        ConvBlock.__init__(self, index, in_shape, out_channels, pool, seeds, model, options, generators)
+        init = self.conv_init(out_channels, in_shape[0], generators)
+        self.units_per_seed = nn.ModuleList(QuantConvUnit(in_shape[0], out_channels, pool, options, w) for w in init)
+
+    def forward(self, x: torch.Tensor) -> LayerOutput:
+        x = self.normalize_block(x)
+        h = torch.stack([unit(x[s]) for s, unit in enumerate(self.units_per_seed)])
+        return LayerOutput(act=h, out=h)
+
+    def quant_weights(self, unit):
+        return unit.conv.quant_weight()
+
+    def export_module(self, seed: int) -> nn.Module:
+        if self.options.weight_bits == 1:
+            raise FFHWError("binary weights cannot be exported to QCDQ ONNX; train with weight_bits >= 2 to export")
+        return QuantConvExport(self.block_norm_module(seed), copy.deepcopy(self.units_per_seed[seed]).eval())
+
+    def op_counts(self, input_density: float) -> dict:
+        counts = ConvBlock.op_counts(self, input_density)
+        o = self.options
+        return {**counts, "mac_kind": "int8_mac", "bops": counts["macs"] * o.weight_bits * o.input_bits}
+
+    def deployed_weight_bytes(self) -> float:
+        o = self.options
+        c = self.in_shape[0]
+        scales = self.out_shape[0] if o.scaling == "channel" else 1
+        return self.out_shape[0] * c * 9 * o.weight_bits / 8 + (scales + 2) * 4  # no bias in conv blocks

@@ -21,7 +21,7 @@ import torch
 from snntorch import surrogate
 from torch import nn
 
-from .base import FFLayer, LayerOutput, affine, affine_labels, init_std, normalize, register, seed_normal
+from .base import ConvBlock, FFLayer, LayerOutput, affine, affine_labels, init_std, normalize, register, seed_normal
 
 
 @dataclass
@@ -46,35 +46,53 @@ class SpikingOptions:
             raise ValueError(f"steps = {self.steps} must be at least 1")
 
 
-def rate_encode(x: torch.Tensor, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Bernoulli spike trains of intensities clamped to [0, 1]: [..., D] -> [..., T, D]."""
-    p = x.clamp(0.0, 1.0).unsqueeze(-2).expand(*x.shape[:-1], steps, x.shape[-1])
-    return torch.bernoulli(p, generator=generator)
+def rate_encode(x: torch.Tensor, steps: int, generator: torch.Generator | None = None, time_dim: int = -2) -> torch.Tensor:
+    """Bernoulli spike trains of intensities clamped to [0, 1], with a new time axis of length T at `time_dim`:
+    [..., D] -> [..., T, D] by default; images [S, N, C, H, W] with time_dim=2 -> [S, N, T, C, H, W]."""
+    p = x.clamp(0.0, 1.0).unsqueeze(time_dim)
+    shape = list(p.shape)
+    shape[time_dim] = steps
+    return torch.bernoulli(p.expand(shape), generator=generator)
+
+
+def make_lif(options: "SpikingOptions") -> snn.Leaky:
+    grad = (surrogate.fast_sigmoid(slope=options.slope) if options.surrogate == "fast_sigmoid"
+            else surrogate.atan(alpha=options.slope))
+    return snn.Leaky(beta=options.beta, threshold=options.threshold, spike_grad=grad,
+                     reset_mechanism=options.reset, init_hidden=False)
+
+
+class Normalize(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        return normalize(x, self.kind)
 
 
 class SpikingExport(nn.Module):
     """One seed's spiking layer with the time loop unrolled for T steps and explicit membrane state.
 
     The LIF update is snnTorch's (reset from the previous membrane): subtract: mem = beta*mem + I - reset*thr;
-    zero: mem = beta*(1 - reset)*mem + I; spike = mem > thr. The Linear runs once over all T*N rows.
+    zero: mem = beta*(1 - reset)*mem + I; spike = mem > thr. The projection (Linear or Conv) runs once over
+    all T*N rows; conv blocks max-pool the spikes of every step.
     """
 
-    def __init__(self, weight, bias, opts: SpikingOptions, norm: str, analog_input: bool):
+    def __init__(self, norm: nn.Module, project: nn.Module, opts: SpikingOptions, analog_input: bool,
+                 pool: nn.Module | None = None):
         super().__init__()
-        self.linear = nn.Linear(weight.shape[0], weight.shape[1])
-        with torch.no_grad():
-            self.linear.weight.copy_(weight.t())
-            self.linear.bias.copy_(bias.reshape(-1))
-        self.opts, self.norm, self.analog_input = opts, norm, analog_input
+        self.norm, self.project, self.pool = norm, project, pool or nn.Identity()
+        self.opts, self.analog_input = opts, analog_input
 
     def forward(self, x):
         o = self.opts
         if self.analog_input:  # direct encoding: the same current every step
-            current = self.linear(normalize(x, self.norm))
-            currents = [current] * o.steps
-        else:  # spike trains [N, T, D]
+            currents = [self.project(self.norm(x))] * o.steps
+        else:  # spike trains [N, T, ...]
             n = x.shape[0]
-            current = self.linear(x.reshape(-1, x.shape[-1])).reshape(n, o.steps, -1)
+            current = self.project(x.reshape(n * o.steps, *x.shape[2:]))
+            current = current.reshape(n, o.steps, *current.shape[1:])
             currents = [current[:, t] for t in range(o.steps)]
         mem = torch.zeros_like(currents[0])
         spikes = []
@@ -84,10 +102,18 @@ class SpikingExport(nn.Module):
                 mem = o.beta * mem + cur - reset * o.threshold
             else:
                 mem = o.beta * ((1 - reset) * mem) + cur
-            spikes.append((mem > o.threshold).float())
+            spikes.append(self.pool((mem > o.threshold).float()))
         spikes = torch.stack(spikes, dim=1)
         rates = spikes.mean(1)
         return rates, (spikes if o.next_input == "spikes" else rates)
+
+
+def linear_module(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    linear = nn.Linear(weight.shape[0], weight.shape[1])
+    with torch.no_grad():
+        linear.weight.copy_(weight.t())
+        linear.bias.copy_(bias.reshape(-1))
+    return linear
 
 
 @register("spiking")
@@ -98,41 +124,40 @@ class SpikingLayer(FFLayer):
         super().__init__(index, in_features, out_features, seeds, model, options, generators)
         self.weight = nn.Parameter(seed_normal((in_features, out_features), init_std(out_features), generators))
         self.bias = nn.Parameter(torch.zeros(seeds, 1, out_features))
-        grad = (surrogate.fast_sigmoid(slope=options.slope) if options.surrogate == "fast_sigmoid"
-                else surrogate.atan(alpha=options.slope))
-        self.lif = snn.Leaky(beta=options.beta, threshold=options.threshold, spike_grad=grad,
-                             reset_mechanism=options.reset, init_hidden=False)
+        self.lif = make_lif(options)
         self.generator: torch.Generator | None = None  # None: the global RNG, seeded per epoch by the trainer
 
     @property
     def steps(self) -> int:
         return self.options.steps
 
-    def integrate(self, current: torch.Tensor) -> LayerOutput:
-        """Run the LIF neurons on input currents [S, N, T, U] (or [S, N, U], constant over T)."""
-        constant = current.dim() == 3
+    def integrate(self, current: torch.Tensor, constant: bool) -> LayerOutput:
+        """Run the LIF neurons on input currents [S, N, T, ...] (or [S, N, ...], constant over T)."""
         mem = torch.zeros_like(current if constant else current[:, :, 0])
         spikes = []
         for t in range(self.steps):
             spk, mem = self.lif(current if constant else current[:, :, t], mem)
             spikes.append(spk)
-        spikes = torch.stack(spikes, dim=2)  # [S, N, T, U]
+        spikes = self.pool_spikes(torch.stack(spikes, dim=2))  # [S, N, T, ...]
         rates = spikes.mean(2)
         return LayerOutput(act=rates, out=spikes if self.options.next_input == "spikes" else rates)
+
+    def pool_spikes(self, spikes: torch.Tensor) -> torch.Tensor:
+        return spikes
 
     def forward(self, x: torch.Tensor) -> LayerOutput:
         s, n = x.shape[:2]
         if x.dim() == 3 and self.options.encoding == "direct":
-            return self.integrate(affine(x, self.weight, self.bias, self.norm))
+            return self.integrate(affine(x, self.weight, self.bias, self.norm), constant=True)
         if x.dim() == 3:  # rate-encode an analog input (intensities, not normalised)
             x = rate_encode(x, self.steps, self.generator)
         # One matmul over all T*N rows of the spike trains.
         current = torch.baddbmm(self.bias, x.reshape(s, -1, x.shape[-1]), self.weight)
-        return self.integrate(current.view(s, n, self.steps, -1))
+        return self.integrate(current.view(s, n, self.steps, -1), constant=False)
 
     def forward_labels(self, base: torch.Tensor, patterns: torch.Tensor) -> LayerOutput:
         if self.options.encoding == "direct":  # the current is affine in the input: split image and label
-            return self.integrate(affine_labels(base, patterns, self.weight, self.bias, self.norm))
+            return self.integrate(affine_labels(base, patterns, self.weight, self.bias, self.norm), constant=True)
         return super().forward_labels(base, patterns)
 
     def hardware_stats(self, out: LayerOutput) -> dict[str, torch.Tensor]:
@@ -158,8 +183,8 @@ class SpikingLayer(FFLayer):
                 "neuron_updates": updates, "bops": None}
 
     def export_module(self, seed: int) -> nn.Module:
-        return SpikingExport(self.weight[seed].detach(), self.bias[seed].detach(), self.options, self.norm,
-                             self.analog_input())
+        return SpikingExport(Normalize(self.norm), linear_module(self.weight[seed].detach(), self.bias[seed].detach()),
+                             self.options, self.analog_input())
 
     def takes_label_input(self) -> bool:
         # Rate encoding samples spikes: the caller encodes (seeded Bernoulli of the label-embedded image).
@@ -175,3 +200,46 @@ class SpikingLayer(FFLayer):
         """Spike trains must match: the share of (sample, step, unit) entries that differ."""
         differ = (reference != exported).float().mean().item()
         return {"metric": "share of differing spikes", "value": differ, "tolerance": 0.0, "ok": differ == 0.0}
+
+
+@register("spiking", kind="conv")
+class SpikingConvBlock(ConvBlock, SpikingLayer):
+    """Conv 3x3 (no bias) once over all T*N rows -> LIF neurons over T steps -> max-pool of each step's spikes
+    (a logical OR). The block normaliser applies to analog inputs only; spikes stay binary."""
+
+    def __init__(self, index, in_shape, out_channels, pool, seeds, model, options: SpikingOptions, generators):
+        ConvBlock.__init__(self, index, in_shape, out_channels, pool, seeds, model, options, generators)
+        self.weight = nn.Parameter(self.conv_init(out_channels, in_shape[0], generators))
+        self.lif = make_lif(options)
+        self.generator = None
+
+    def pool_spikes(self, spikes: torch.Tensor) -> torch.Tensor:
+        return self.maybe_pool(spikes)
+
+    def forward(self, x: torch.Tensor) -> LayerOutput:
+        if x.dim() == 5 and self.options.encoding == "direct":
+            return self.integrate(self.conv(self.normalize_block(x), self.weight), constant=True)
+        if x.dim() == 5:
+            x = rate_encode(x, self.steps, self.generator, time_dim=2)
+        s, n, t = x.shape[:3]
+        current = self.conv(x.reshape(s, n * t, *x.shape[3:]), self.weight)
+        return self.integrate(current.reshape(s, n, t, *current.shape[2:]), constant=False)
+
+    def forward_labels(self, base, patterns):  # conv networks embed labels as a channel (LabelChannel)
+        return FFLayer.forward_labels(self, base, patterns)
+
+    def op_counts(self, input_density: float) -> dict:
+        counts = ConvBlock.op_counts(self, input_density)
+        c, h, w = self.in_shape
+        updates = self.steps * self.out_shape[0] * h * w
+        if self.analog_input():
+            return {**counts, "neuron_updates": updates}
+        return {**counts, "macs": 0, "nonzero_macs": 0.0, "acs": input_density * counts["macs"] * self.steps,
+                "neuron_updates": updates}
+
+    def export_module(self, seed: int) -> nn.Module:
+        conv = nn.Conv2d(self.in_shape[0], self.out_shape[0], 3, padding=1, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(self.weight[seed])
+        return SpikingExport(self.block_norm_module(seed), conv, self.options, self.analog_input(),
+                             nn.MaxPool2d(2) if self.pool else None)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import FFLayer, LayerOutput, affine, affine_labels, init_std, normalize, register, relu, seed_normal
+from .base import (ConvBlock, FFLayer, LayerOutput, affine, affine_labels, init_std, normalize, register, relu,
+                   seed_normal)
 
 
 class StandardExport(nn.Module):
@@ -40,3 +41,33 @@ class StandardLayer(FFLayer):
 
     def export_module(self, seed: int) -> nn.Module:
         return StandardExport(self.weight[seed].detach(), self.bias[seed].detach(), self.norm)
+
+
+class StandardConvExport(nn.Module):
+    """One seed's conv block as a plain graph: norm -> Conv 3x3 -> Relu -> MaxPool."""
+
+    def __init__(self, norm: nn.Module, weight: torch.Tensor, pool: bool):
+        super().__init__()
+        self.norm = norm
+        self.conv = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(weight)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+
+    def forward(self, x):
+        h = self.pool(torch.relu(self.conv(self.norm(x))))
+        return h, h
+
+
+@register("standard", kind="conv")
+class StandardConvBlock(ConvBlock):
+    def __init__(self, index, in_shape, out_channels, pool, seeds, model, options, generators):
+        super().__init__(index, in_shape, out_channels, pool, seeds, model, options, generators)
+        self.weight = nn.Parameter(self.conv_init(out_channels, in_shape[0], generators))
+
+    def forward(self, x: torch.Tensor) -> LayerOutput:
+        h = self.maybe_pool(relu(self.conv(self.normalize_block(x), self.weight), self.straight_through))
+        return LayerOutput(act=h, out=h)
+
+    def export_module(self, seed: int) -> nn.Module:
+        return StandardConvExport(self.block_norm_module(seed), self.weight[seed].detach(), self.pool)
