@@ -165,6 +165,9 @@ class LabelChannel(nn.Module):
         return layer0(self.embed(expanded.unsqueeze(0).expand(seeds, *expanded.shape),
                                  labels.unsqueeze(0).expand(seeds, -1)))
 
+    def export_front(self, seed: int) -> nn.Module:
+        return ChannelLabelFront(self.weight[seed], self.image_shape)
+
 
 def random_negatives(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """A uniformly random wrong label for each sample: (y + U{1..C-1}) mod C, never the true label."""
@@ -177,6 +180,3 @@ def hard_negatives(goodness: torch.Tensor, labels: torch.Tensor, generator: torc
     weights = goodness.detach().float().clamp_min(0) + 1e-6  # the floor keeps all-zero rows drawable
     weights = weights.scatter(-1, labels[..., None], 0.0)  # never the true label
     return torch.multinomial(weights, 1, generator=generator).squeeze(-1)
-
-    def export_front(self, seed: int) -> nn.Module:
-        return ChannelLabelFront(self.weight[seed], self.image_shape)

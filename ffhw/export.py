@@ -118,7 +118,7 @@ INTEGER_OPS = ("QGemm", "QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvIn
 
 def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index: int = 0,
                classifier: str = "goodness", parity_samples: int = 512, name: str | None = None,
-               qonnx: bool = False, log=print) -> Path:
+               qonnx: bool = False, accuracy_samples: int | None = None, log=print) -> Path:
     """Export every layer of a trained run and its classifier; check parity; write the manifest."""
     from . import data as data_mod
     from .records import RunDir, load_model
@@ -194,7 +194,7 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
     exporter = model.layers[0].export_onnx(graph, (images[:2],), path, ["image"], ["scores"],
                                            {"image": {0: "batch"}, "scores": {0: "batch"}}, OPSET)
     sess = ort_session(path)
-    test_x, test_y = d.test.images(slice(None)), d.test.y
+    test_x, test_y = d.test.images(slice(0, accuracy_samples)), d.test.y[:accuracy_samples]  # default: all
     torch_pred, ort_pred = [], []
     with torch.no_grad():
         for start in range(0, len(test_y), 1000):

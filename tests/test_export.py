@@ -118,3 +118,34 @@ def test_qonnx_option_writes_finn_models_for_quantized_layers(runs, tmp_path):
     assert ("Quant", "qonnx.custom_op.general") in ops
     plain = export_run(runs / "standard", tmp_path, qonnx=True, log=lambda *a: None)
     assert not list(plain.glob("*.qonnx.onnx"))  # float layers have no QONNX form
+
+
+CONV = [("standard", {}), ("quantized", {"weight_bits": 8}), ("spiking", {"steps": 2})]
+
+
+@pytest.fixture(scope="module")
+def conv_runs(tmp_path_factory, mnist_conv):
+    import torch
+    from layers.test_conv import conv_config
+    from ffhw.model import FFNet
+    from ffhw.records import RunDir
+    from ffhw.train import Trainer
+    out = tmp_path_factory.mktemp("conv")
+    for layer_type, options in CONV:
+        cfg = conv_config(layer_type, options, epochs=1, lr=1e-2, batch_size=100)
+        cfg.data.val_size, cfg.data.train_subset = 1000, 3000  # what export reloads: the same split
+        run = RunDir.create(out / layer_type, cfg)
+        Trainer(cfg, mnist_conv, FFNet(cfg, mnist_conv.image_shape, 10), torch.device("cpu"), run).fit()
+    return out
+
+
+@pytest.mark.parametrize("layer_type", [t for t, _ in CONV])
+def test_conv_export_parity(layer_type, conv_runs, tmp_path):
+    bundle = export_run(conv_runs / layer_type, tmp_path, parity_samples=64, accuracy_samples=300, log=lambda *a: None)
+    manifest = verify_bundle(bundle)
+    assert len(manifest["layers"]) == 6 and all(e["parity"]["ok"] for e in manifest["layers"])
+    assert manifest["layers"][0]["inputs"] == {"image": ["batch", 1, 28, 28], "label": ["batch"]}
+    if layer_type == "quantized":
+        assert "QLinearConv" in manifest["layers"][1]["optimized_ops"] or "ConvInteger" in manifest["layers"][1]["optimized_ops"]
+    if layer_type == "spiking":
+        assert manifest["layers"][1]["inputs"] == {"x": ["batch", 2, 8, 14, 14]}
