@@ -154,7 +154,7 @@ class QuantizedLayer(FFLayer):
         import brevitas
         from brevitas.export import export_qonnx
         export_qonnx(module, args=args, export_path=str(path), input_names=input_names, output_names=output_names,
-                     dynamic_axes=dynamic_axes)
+                     dynamic_axes=dynamic_axes, dynamo=False)
         return f"brevitas {brevitas.__version__} export_qonnx"
 
     def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
