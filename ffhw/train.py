@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -61,12 +60,6 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
     return 1.0
-
-
-@dataclass
-class EpochResult:
-    epoch: int
-    rows: list[dict] = field(default_factory=list)
 
 
 class Trainer:
