@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import FFHWError
-from .export import ClassifierGraph, LayerGraph, _versions, ort_session, verify_bundle
+from .export import ClassifierGraph, LayerGraph, _versions, optimized_ops, ort_session, verify_bundle
 
 
 def percentiles(fn, iterations: int, warmup: int) -> dict:
@@ -104,7 +104,6 @@ def bench_bundle(bundle: str | Path, batch: int = 256, iterations: int = 200, lo
                     big = percentiles(lambda: module(*t_big), max(10, iterations // 10), 3)
                 entry[f"torch_b{batch}_t{threads}"] = {**big, "samples_per_s": batch / (big["p50_ms"] / 1000)}
         torch.set_num_threads(torch_threads)
-        from .export import optimized_ops
         entry["optimized_ops"] = optimized_ops(path)
         results.append(entry)
         log(f"{name}: ort p50 {entry['ort_b1_t1']['p50_ms']:.3f} ms at batch 1, 1 thread")

@@ -88,11 +88,17 @@ class FFNet(nn.Module):
         """The same inputs for every seed: [N, ...] -> [S, N, ...] (a view, no copy)."""
         return x.unsqueeze(0).expand(self.seeds, *x.shape)
 
+    @staticmethod
+    def layer_input(k: int, x: torch.Tensor) -> torch.Tensor:
+        """What layer k learns from: deeper layers get a detached input (no gradient crosses a layer); layer 0's
+        input stays attached to the encoding, so a learned label channel trains with layer 0's loss."""
+        return x if k == 0 else x.detach()
+
     def forward_layers(self, x: torch.Tensor, upto: int | None = None) -> list[LayerOutput]:
-        """Run the layers on encoded inputs [S, N, D]; each layer's input is detached (learning stays local)."""
+        """Run the layers on encoded inputs [S, N, ...], each on its `layer_input` (learning stays local)."""
         outputs, inp = [], x
         for k, layer in enumerate(self.layers[: upto if upto is not None else len(self.layers)]):
-            out = layer(inp if k == 0 else inp.detach())  # layer 0's input may carry a learned label channel
+            out = layer(self.layer_input(k, inp))
             outputs.append(out)
             inp = out.out
         return outputs

@@ -269,6 +269,9 @@ class ConvBlock(FFLayer):
         lead = y.shape[:-3]
         return F.max_pool2d(y.reshape(-1, *y.shape[-3:]), 2).reshape(*lead, *self.out_shape)
 
+    def forward_labels(self, base: torch.Tensor, patterns: torch.Tensor) -> LayerOutput:
+        raise TypeError("conv blocks take the label as an input channel: use LabelChannel.all_labels")
+
     def block_norm_module(self, seed: int) -> nn.Module:
         """This seed's block-input normaliser as a plain eval-mode module, for export."""
         c, h, w = self.in_shape

@@ -225,9 +225,6 @@ class SpikingConvBlock(ConvBlock, SpikingLayer):
         current = self.conv(x.reshape(s, n * t, *x.shape[3:]), self.weight)
         return self.integrate(current.reshape(s, n, t, *current.shape[2:]), constant=False)
 
-    def forward_labels(self, base, patterns):  # conv networks embed labels as a channel (LabelChannel)
-        return FFLayer.forward_labels(self, base, patterns)
-
     def op_counts(self, input_density: float) -> dict:
         counts = ConvBlock.op_counts(self, input_density)
         c, h, w = self.in_shape
