@@ -140,7 +140,7 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"compare": "ffhw.compare", "export": "ffhw.export", "bench": "ffhw.bench"}
+COMMANDS = {"compare": "ffhw.compare", "study": "ffhw.study", "export": "ffhw.export", "bench": "ffhw.bench"}
 
 
 def main(argv: list[str] | None = None) -> int:
