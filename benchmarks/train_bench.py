@@ -5,10 +5,13 @@ Measured side by side in one run:
 - ffhw's training rate for FC networks (useful FLOPs: forward of positives and negatives, the weight
   gradient, the neutral pass of the linear head) as a fraction of that matmul rate;
 - epoch time and the evaluation share of an epoch (validation over all labels + head);
+- seed-batched vs sequential training: N seeds of a DEPTHxWIDTH network as one seed-batched network vs
+  N single networks one after another (N x the median step time of one network), for N = 10 and 30 at
+  widths 100 and 1000 (4 layers, batch 100), per layer type;
 - time to 98% MNIST test accuracy with the `quick` preset (test accuracy checked after every epoch,
   outside the timed training; the benchmark is not model selection).
 
-    python benchmarks/train_bench.py [--skip-quick] [--out benchmarks/results/train_bench.json]
+    python benchmarks/train_bench.py [--sections training,seeds,quick] [--out benchmarks/results/train_bench.json]
 """
 from __future__ import annotations
 
@@ -98,9 +101,45 @@ def measure_training(cfg: RunConfig, d, epochs: int | None = None, check_test=Fa
     return hook, summary
 
 
+def step_seconds(cfg: RunConfig, d, steps: int, warmup: int = 3) -> float:
+    """Median wall time of one training step (all seeds of cfg) on real data."""
+    from ffhw.train import LAYER_METRICS
+    model = FFNet(cfg, d.image_shape, d.num_classes)
+    trainer = Trainer(cfg, d, model, torch.device("cpu"))
+    order, negatives = trainer.epoch_plan(0)
+    n_layers, s = len(model.layers), model.seeds
+    sums = {k: torch.zeros(n_layers, s) for k in (*LAYER_METRICS, "seen")}
+    sums["head_loss"], sums["head_acc"] = torch.zeros(s), torch.zeros(s)
+    bs, layers, times = cfg.train.batch_size, range(n_layers), []
+    for b in range(warmup + steps):
+        t = time.perf_counter()
+        trainer.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums, b)
+        if b >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def seed_batching(d, layer_types=("standard",), widths=(100, 1000), counts=(10, 30), depth=4, steps=15):
+    rows = []
+    for layer_type in layer_types:
+        for width in widths:
+            cfg = load_preset(layer_type)
+            cfg.model.hidden, cfg.train.batch_size, cfg.train.seeds = [width] * depth, 100, 1
+            single = step_seconds(cfg, d, steps)
+            for n in counts:
+                cfg.train.seeds = n
+                batched = step_seconds(cfg, d, steps)
+                rows.append({"layer_type": layer_type, "network": f"{depth}x{width}", "seeds": n,
+                             "single_step_seconds": single, "sequential_step_seconds": n * single,
+                             "batched_step_seconds": batched, "speedup": n * single / batched})
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--skip-quick", action="store_true", help="skip the time-to-98%% run of the quick preset")
+    p.add_argument("--sections", default="training,seeds,quick",
+                   help="comma-separated: training (FLOP/s, eval share), seeds (seed batching), quick (time to 98%%)")
+    p.add_argument("--seed-types", default="standard", help="layer types of the seed-batching section")
     p.add_argument("--out", default="benchmarks/results/train_bench.json")
     args = p.parse_args()
     console = Console()
@@ -109,9 +148,11 @@ def main() -> int:
                           "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
               "code": code_version(), "command": " ".join([sys.executable.split("/")[-1], *sys.argv])}
 
+    sections = set(args.sections.split(","))
     rows = []
     # FC 3x1000 at batch 512 and the quick preset's own shape, each with its matmul reference.
-    for label, hidden, batch in (("3x1000, batch 512", [1000, 1000, 1000], 512), ("quick (2x1000, batch 100)", None, None)):
+    for label, hidden, batch in (("3x1000, batch 512", [1000, 1000, 1000], 512), ("quick (2x1000, batch 100)", None, None))\
+            if "training" in sections else ():
         cfg = load_preset("quick")
         if hidden:
             cfg.model.hidden, cfg.train.batch_size = hidden, batch
@@ -126,9 +167,12 @@ def main() -> int:
                  "eval_seconds": eval_s, "eval_share": eval_s / (epoch_s + eval_s),
                  "train_gflops": achieved, "matmul_gflops": peak, "fraction_of_matmul": achieved / peak}
         rows.append(entry)
-    result["training"] = rows
+    if rows:
+        result["training"] = rows
+    if "seeds" in sections:
+        result["seed_batching"] = seed_batching(d, tuple(args.seed_types.split(",")))
 
-    if not args.skip_quick:
+    if "quick" in sections:
         cfg = load_preset("quick")
         hook, summary = measure_training(cfg, d, check_test=True, target=0.98)
         result["quick"] = {"epochs": cfg.train.epochs, "per_epoch": hook.epochs, "reached_98": hook.reached,
@@ -142,7 +186,17 @@ def main() -> int:
     for r in rows:
         table.add_row(r["config"], f"{r['epoch_seconds']:.2f}", f"{r['eval_seconds']:.2f}", f"{r['eval_share']:.1%}",
                       f"{r['train_gflops']:.0f}", f"{r['matmul_gflops']:.0f}", f"{r['fraction_of_matmul']:.1%}")
-    console.print(table)
+    if rows:
+        console.print(table)
+    if "seed_batching" in result:
+        t2 = Table(title="seed-batched vs sequential (one training step of all seeds, batch 100)", title_justify="left")
+        for col in ("layer type", "network", "seeds", "one network (ms)", "sequential (ms)", "batched (ms)", "speedup"):
+            t2.add_column(col, justify="right")
+        for r in result["seed_batching"]:
+            t2.add_row(r["layer_type"], r["network"], str(r["seeds"]), f"{1e3 * r['single_step_seconds']:.1f}",
+                       f"{1e3 * r['sequential_step_seconds']:.0f}", f"{1e3 * r['batched_step_seconds']:.0f}",
+                       f"{r['speedup']:.2f}x")
+        console.print(t2)
     if "quick" in result:
         q = result["quick"]
         reached = q["reached_98"]
@@ -152,7 +206,8 @@ def main() -> int:
                          f"({reached['wall_seconds_incl_validation']:.0f} s wall with validation)" if reached else "98% not reached"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **result}, indent=2) + "\n")  # sections not run keep their last numbers
     console.print(f"written {out}")
     return 0
 

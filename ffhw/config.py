@@ -31,7 +31,8 @@ CHOICES = {
     "model.classifier_layers": ("all-but-first", "all", "last"),
     "train.optimizer": ("sgd", "adam"),
     "train.lr_schedule": ("constant", "cooldown", "cosine"),
-    "train.schedule": ("simultaneous", "greedy"),
+    "train.schedule": ("simultaneous", "greedy", "apl"),
+    "train.autocast": ("none", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
 }
 
@@ -42,8 +43,11 @@ class DataConfig:
     data_dir: str = ""  # empty: --data-dir, else $FFHW_DATA, else the per-user cache (see ffhw.data)
     val_size: int = 10000  # carved deterministically from the training set; the test set is for test metrics only
     train_subset: int = 0  # use only the first N training samples (0: all); for quick checks and tests
+    test_subset: int = 0  # evaluate on the first N test samples only (0: all); for quick checks and tests
     encoding: str = "onehot"  # where the label goes: first C pixels, image border, appended, or a learned channel (conv)
     negatives: str = "random"  # random wrong label, or hard: drawn in proportion to wrong-label goodness
+    crop_padding: int = 0  # training augmentation: random crop of the zero-padded image (Trifecta: 4)
+    max_rotation: float = 0.0  # training augmentation: random rotation in [-deg, deg] (Trifecta: 15)
 
 
 @dataclass
@@ -76,7 +80,12 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 3e-4
     lr_schedule: str = "cooldown"  # loeweX: constant, then linear to zero over the second half
-    schedule: str = "simultaneous"  # every layer every batch, or greedy: one layer after another
+    # simultaneous: every layer learns on every batch from its detached input; greedy: one layer after
+    # another; apl: the Trifecta's alternating overlapping pairs (the parity of the batch index picks the
+    # blocks that compute a loss; such a block's optimiser also updates the block below it, whose output
+    # stays attached), so pairs (0,1),(2,3).. and (1,2),(3,4).. take turns
+    schedule: str = "simultaneous"
+    autocast: str = "none"  # mixed precision for the forward passes: none, bf16, fp16 (with a gradient scaler)
     head: bool = True  # train the linear classifier on neutral-label activities (loeweX)
     head_lr: float = 1e-2
     head_weight_decay: float = 3e-3

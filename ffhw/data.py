@@ -251,7 +251,7 @@ def canonical_name(name: str) -> str:
 
 
 def load(name: str, root: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-         val_size: int = 10000, train_subset: int = 0) -> Data:
+         val_size: int = 10000, train_subset: int = 0, test_subset: int = 0) -> Data:
     """Load a data set, carve a deterministic validation split from its training set, move it to `device`."""
     key = canonical_name(name)
     info = DATASETS[key]
@@ -268,6 +268,7 @@ def load(name: str, root: str | os.PathLike | None = None, device: str | torch.d
     def split(x, y):
         return Split(x.to(device), y.to(device))
 
+    test_x, test_y = (test_x[:test_subset], test_y[:test_subset]) if test_subset else (test_x, test_y)
     return Data(key, split(tx[train_idx], ty[train_idx]), split(tx[val_idx], ty[val_idx]),
                 split(torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y.astype(np.int64))),
                 info.num_classes)

@@ -93,7 +93,8 @@ def train(cfg: RunConfig, run_path: Path | None, quiet: bool = False, resume: bo
     from .ui import ConsoleUI
 
     device = resolve_device(cfg.train.device)
-    d = data_mod.load(cfg.data.dataset, cfg.data.data_dir or None, device, cfg.data.val_size, cfg.data.train_subset)
+    d = data_mod.load(cfg.data.dataset, cfg.data.data_dir or None, device, cfg.data.val_size, cfg.data.train_subset,
+                      cfg.data.test_subset)
     model = FFNet(cfg, d.image_shape, d.num_classes).to(device)
     # Save the options as resolved (defaults filled in), so config.toml says exactly what ran.
     import dataclasses

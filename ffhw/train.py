@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .config import RunConfig
 from .data import Data, Split
+from .augment import Augment
 from .encode import hard_negatives, random_negatives
 from .errors import DivergenceError
 from .model import FFNet, derive_seed, seed_generators
@@ -71,16 +72,34 @@ class Trainer:
         torch.set_flush_denormal(True)
         self.ui = ui
         t = cfg.train
-        self.layer_opts = [make_optimizer(model.layer_parameters(k), cfg, t.lr, t.weight_decay)
+        self.layer_opts = [make_optimizer(self.optimized_parameters(k), cfg, t.lr, t.weight_decay)
                            for k in range(len(model.layers))]
+        self.augment = Augment(cfg.data.crop_padding, cfg.data.max_rotation, data.image_shape)
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.autocast)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=t.autocast == "fp16")
         self.head_opt = make_optimizer(model.head_parameters(), cfg, t.head_lr, t.head_weight_decay)
         self.rows: list[dict] = []
         self.start_epoch = 0
         self._eval_negatives: dict[str, torch.Tensor] = {}
 
+    def optimized_parameters(self, k: int) -> list:
+        """What layer k's optimiser updates: its own parameters (layer 0: with the label encoding's), and
+        under the APL schedule also layer k-1's, which its loss reaches through the attached pair."""
+        params = list(self.model.layer_parameters(k))
+        if self.cfg.train.schedule == "apl" and k > 0:
+            params += list(self.model.layers[k - 1].parameters())
+        return params
+
+    def computes_loss(self, k: int, step: int) -> bool:
+        """APL: on even batches blocks 1, 3, 5.. compute a loss (pairs (0,1), (2,3)..), on odd batches
+        blocks 0, 2, 4.. (pairs (1,2), (3,4).. with block 0 alone); other schedules: every trained layer."""
+        if self.cfg.train.schedule != "apl":
+            return True
+        return (k % 2 == 1) == (step % 2 == 0)
+
     # ---- state ----
     def state_dict(self, epoch: int) -> dict:
-        return {"epoch": epoch, "model": self.model.state_dict(),
+        return {"epoch": epoch, "model": self.model.state_dict(), "scaler": self.scaler.state_dict(),
                 "layer_opts": [o.state_dict() for o in self.layer_opts], "head_opt": self.head_opt.state_dict()}
 
     def load_state_dict(self, state: dict, rows: list[dict]) -> None:
@@ -88,6 +107,8 @@ class Trainer:
         for opt, sd in zip(self.layer_opts, state["layer_opts"]):
             opt.load_state_dict(sd)
         self.head_opt.load_state_dict(state["head_opt"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"])
         self.rows = [r for r in rows if r["epoch"] <= self.start_epoch and r["split"] != "test"]
 
@@ -124,13 +145,33 @@ class Trainer:
         return order, negatives
 
     # ---- one step ----
-    def train_step(self, idx: torch.Tensor, negatives: torch.Tensor, layers: range, sums: dict) -> None:
-        model, enc, cfg = self.model, self.model.encoding, self.cfg.model
-        train = self.data.train
+    def train_step(self, idx: torch.Tensor, negatives: torch.Tensor, layers: range, sums: dict, step: int = 0,
+                   augment_gens: list[torch.Generator] | None = None) -> None:
+        enc, train = self.model.encoding, self.data.train
         images, labels = train.images(idx), train.y[idx]
+        if augment_gens is not None:
+            images = self.augment(images, augment_gens)  # positives and negatives share the augmented image
         b = idx.shape[1]
-        x = torch.cat([enc.embed(images, labels), enc.embed(images, negatives.gather(1, idx))], dim=1)
-        total = x.new_zeros(())
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            x = torch.cat([enc.embed(images, labels), enc.embed(images, negatives.gather(1, idx))], dim=1)
+            total, stepped, _ = self.layer_losses(x, b, layers, step, sums)
+            if self.cfg.train.head:
+                total = total + self.head_loss(images, labels, sums)
+        self.scaler.scale(total).backward()
+        for k in stepped:
+            self.scaler.step(self.layer_opts[k])
+            self.layer_opts[k].zero_grad(set_to_none=True)
+        if self.cfg.train.head:
+            self.scaler.step(self.head_opt)
+            self.head_opt.zero_grad(set_to_none=True)
+        self.scaler.update()
+
+    def layer_losses(self, x: torch.Tensor, b: int, layers: range, step: int, sums: dict):
+        """Sum of the local losses of this step and the layers whose optimisers step. Each layer's input is
+        detached, except under APL where a block without a loss passes its output on attached."""
+        model, cfg = self.model, self.cfg.model
+        total = x.new_zeros((), dtype=torch.float32)
+        stepped, losses = [], {}
         inp = x
         for k in range(layers.stop):
             layer, obj = model.layers[k], model.objectives[k]
@@ -138,8 +179,13 @@ class Trainer:
                 with torch.no_grad():
                     inp = layer(inp).out
                 continue
-            out = layer(model.layer_input(k, inp))
-            g = obj.goodness(out.act)
+            attached = k > 0 and not self.computes_loss(k - 1, step) and (k - 1) in layers
+            out = layer(inp if attached else model.layer_input(k, inp))
+            if not self.computes_loss(k, step):
+                inp = out.out  # stays attached: the next block's loss trains this block too
+                continue
+            stepped.append(k)
+            g = obj.goodness(out.act.float())
             g_pos, g_neg = g[:, :b], g[:, b:]
             loss = obj.loss(g_pos, g_neg)
             objective = loss
@@ -147,29 +193,27 @@ class Trainer:
                 running = peer_update(layer.peer_running, out.act[:, :b], cfg.peer_momentum)
                 layer.peer_running.copy_(running.detach())
                 objective = loss + cfg.peer_norm * peer_loss(running)
-            total = total + objective.sum()  # seeds add: each seed's gradient only sees its own loss
+            losses[k] = objective.sum()  # seeds add: each seed's gradient only sees its own loss
+            total = total + losses[k]
             with torch.no_grad():
                 sums["loss"][k] += loss * b
                 sums["layer_acc"][k] += obj.binary_accuracy(g_pos, g_neg) * b
                 sums["g_pos"][k] += g_pos.mean(-1) * b
                 sums["g_neg"][k] += g_neg.mean(-1) * b
+                sums["seen"][k] += b
             inp = out.out
-        if self.cfg.train.head:
-            with torch.no_grad():
-                outputs = model.forward_layers(model.encoding.embed_neutral(images))
-            logits = model.head_logits(outputs)  # [S, B, C]
-            ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
-            total = total + ce.mean(-1).sum()
-            with torch.no_grad():
-                sums["head_loss"] += ce.sum(-1)
-                sums["head_acc"] += (logits.argmax(-1) == labels).float().sum(-1)
-        total.backward()
-        for k in layers:
-            self.layer_opts[k].step()
-            self.layer_opts[k].zero_grad(set_to_none=True)
-        if self.cfg.train.head:
-            self.head_opt.step()
-            self.head_opt.zero_grad(set_to_none=True)
+        return total, stepped, losses
+
+    def head_loss(self, images: torch.Tensor, labels: torch.Tensor, sums: dict) -> torch.Tensor:
+        model = self.model
+        with torch.no_grad():
+            outputs = model.forward_layers(model.encoding.embed_neutral(images))
+        logits = model.head_logits(outputs).float()  # [S, B, C]
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+        with torch.no_grad():
+            sums["head_loss"] += ce.sum(-1)
+            sums["head_acc"] += (logits.argmax(-1) == labels).float().sum(-1)
+        return ce.mean(-1).sum()
 
     # ---- evaluation ----
     def eval_negatives(self, name: str, split: Split) -> torch.Tensor:
@@ -311,10 +355,13 @@ class Trainer:
             order, negatives = self.epoch_plan(epoch)
             zeros = lambda: torch.zeros(n_layers, s, device=self.device)  # noqa: E731
             sums = {name: zeros() for name in LAYER_METRICS}
+            sums["seen"] = zeros()  # training samples each layer computed its loss on
             sums["head_loss"] = torch.zeros(s, device=self.device)
             sums["head_acc"] = torch.zeros(s, device=self.device)
+            augment_gens = seed_generators(model.seed_list, "augment", epoch, device=self.device) \
+                if self.augment.active else None
             for b in range(n_batches):
-                self.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums)
+                self.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums, b, augment_gens)
                 if self.ui:
                     self.ui.batch()
             if self.device.type == "cuda":
@@ -322,7 +369,8 @@ class Trainer:
             epoch_seconds = time.perf_counter() - t0
             train_seconds += epoch_seconds
             t1 = time.perf_counter()
-            train_metrics = {f"layer/{k}": sums[k][list(layers)] / n for k in LAYER_METRICS} if t.train_metrics else {}
+            seen = sums["seen"][list(layers)].clamp(min=1)
+            train_metrics = {f"layer/{k}": sums[k][list(layers)] / seen for k in LAYER_METRICS} if t.train_metrics else {}
             val = self.evaluate("val", self.data.val) if len(self.data.val) else {}
             eval_seconds = time.perf_counter() - t1
             rows = []

@@ -37,6 +37,16 @@ def small_config(layer_type="standard", hidden=(200, 200), epochs=2, **train):
     return cfg
 
 
+def conv_config(layer_type="standard", options=None, block_norm="batch", epochs=2, **train):
+    cfg = small_config(layer_type, epochs=epochs, head=False, **train)
+    cfg.model.architecture, cfg.model.width_scale, cfg.model.block_norm = "small", 1 / 16, block_norm
+    cfg.model.goodness, cfg.model.loss, cfg.model.peer_norm = "mean", "symba", 0.0  # Trifecta: SymBa, mean goodness
+    cfg.model.classifier_layers = "all"
+    cfg.model.layer = options or {}
+    cfg.data.encoding = "channel"
+    return cfg.validate()
+
+
 @pytest.fixture(scope="session")
 def mnist_conv(mnist_small):
     """mnist_small with 500-image validation and test splits: conv blocks evaluate every label through every block."""

@@ -310,7 +310,7 @@ def write_report(root: Path, study, results: dict, opts: dict, band: str | None)
         lines += [f"**This is the reduced `{study.grid_name}` grid, not the paper's**: "
                   f"{grid.get('note', 'fewer depths, seeds and epochs than Adamson 2025')}", ""]
     lines += ["## What ran", "",
-              f"- factors: " + ", ".join(f"{k} = {v}" for k, v in grid["factors"].items()),
+              "- factors: " + ", ".join(f"{k} = {v}" for k, v in grid["factors"].items()),
               f"- seeds per configuration: {grid.get('seeds', 1)}"
               + "".join(f"; {r['seeds']} for {r['match']}" for r in grid.get("extra", [])),
               f"- data: {cfg.data.dataset}, label encoding `{cfg.data.encoding}`, "
@@ -328,7 +328,7 @@ def write_report(root: Path, study, results: dict, opts: dict, band: str | None)
     for e in results.values():
         for k, v in e["status"].items():
             statuses[k] = statuses.get(k, 0) + v
-    lines += [f"Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())), ""]
+    lines += ["Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())), ""]
     lines += ["## Measured", "", markdown_table(HEADER, config_rows(results)), "",
               "Slopes are least-squares fits of the seed-mean epoch-to-level against layer index, with 95% "
               "percentile intervals from a bootstrap over seeds; r is over all epochs and seeds of a layer, "

@@ -1,21 +1,11 @@
 import pytest
 import torch
 
-from conftest import small_config
+from conftest import conv_config
 from ffhw.model import FFNet
 from ffhw.train import Trainer
 
 CONV_TYPES = [("standard", {}), ("quantized", {"weight_bits": 4}), ("spiking", {"steps": 4})]
-
-
-def conv_config(layer_type="standard", options=None, block_norm="batch", epochs=2, **train):
-    cfg = small_config(layer_type, epochs=epochs, head=False, **train)
-    cfg.model.architecture, cfg.model.width_scale, cfg.model.block_norm = "small", 1 / 16, block_norm
-    cfg.model.goodness, cfg.model.loss, cfg.model.peer_norm = "mean", "symba", 0.0  # Trifecta: SymBa, mean goodness
-    cfg.model.classifier_layers = "all"
-    cfg.model.layer = options or {}
-    cfg.data.encoding = "channel"
-    return cfg.validate()
 
 
 def test_small_network_shapes_and_pools():

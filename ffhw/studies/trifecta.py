@@ -1,0 +1,210 @@
+"""The Trifecta ablation (Dooms et al., arXiv 2311.18130): SymBa loss, APL/OLU pairs and batch norm, alone and
+together, per dataset; analysed from cells/ only.
+
+- ablation table: test accuracy (argmax over labels of the last block's goodness) mean +/- std over seeds per
+  variant and dataset, beside the thesis numbers where the dataset matches;
+- per-block 10-way test accuracy per variant ("layerwise performance" figure);
+- training curves: validation accuracy per epoch per variant;
+- the thesis ordering (Vanilla < SymBa < SymBa+APL, SymBa+BN < Trifecta), each step checked with its
+  measured difference and spread.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import stats
+from .common import (final_value, fmt, group_cells, json_ready, markdown_table, net_curve, pyplot, save_figure,
+                     status_counts)
+
+NETWORK_METRIC = "acc_goodness"
+LABELS = {"vanilla": "Vanilla", "symba": "SymBa", "symba-apl": "SymBa+APL", "symba-bn": "SymBa+BN",
+          "trifecta": "Trifecta"}
+
+
+def handles(factor: str) -> bool:
+    return False  # variants are [levels.variant.*] tables; other factors are config paths
+
+
+def apply(cfg, factors: dict, definition: dict) -> None:
+    pass
+
+
+def variant_name(factors: dict) -> str:
+    """The variant of a cell: its `variant` factor, or the factorial's switches spelled out."""
+    if "variant" in factors:
+        return str(factors["variant"])
+    parts = [f"{k.split('.')[-1]}={v}" for k, v in factors.items() if k != "data.dataset"]
+    return ",".join(parts)
+
+
+def summarize(cells: list[dict]) -> dict:
+    out: dict[str, dict[str, dict]] = {}
+    for key, group in group_cells(cells).items():
+        factors = group[0]["factors"]
+        dataset = factors.get("data.dataset", "?")
+        variant = variant_name(factors)
+        done = [c for c in group if c["status"] == "complete"]
+        test = [final_value(c, "test", "net", NETWORK_METRIC) for c in done]
+        n_layers = 1 + max((int(r["layer"]) for c in done for r in c["rows"] if r["layer"] != "net"), default=-1)
+        per_layer = [stats.mean_std([final_value(c, "test", str(k), "layer_acc10") for c in done])
+                     for k in range(n_layers)]
+        epochs = np.array(sorted({r["epoch"] for c in done for r in c["rows"] if r["split"] == "val"}), dtype=float)
+        curve = net_curve(group, "val", NETWORK_METRIC, epochs)
+        out.setdefault(dataset, {})[variant] = {
+            "factors": factors, "status": status_counts(group), "seeds": [c["seed"] for c in done],
+            "test": stats.mean_std(test), "test_per_seed": test, "per_layer": per_layer,
+            "epochs": epochs, "val_curve": curve,
+            "train_seconds": stats.mean_std([c.get("train_seconds_unit") for c in done]),
+        }
+    return out
+
+
+def ordering(results: dict, pairs: list[list[str]]) -> list[dict]:
+    """Each expected `a < b` step: measured difference, pooled spread, and whether it holds."""
+    checks = []
+    for dataset, variants in results.items():
+        for a, b in pairs:
+            if a not in variants or b not in variants:
+                continue
+            (ma, sa, na), (mb, sb, nb) = variants[a]["test"], variants[b]["test"]
+            if not (na and nb):
+                continue
+            diff = mb - ma
+            spread = math.sqrt((sa ** 2) / max(na, 1) + (sb ** 2) / max(nb, 1))  # standard error of the difference
+            checks.append({"dataset": dataset, "lower": a, "higher": b, "difference": diff, "std_error": spread,
+                           "holds": diff > 0, "clear": diff > 2 * spread and diff > 0})
+    return checks
+
+
+def figure_layers(results: dict, path: Path) -> None:
+    plt = pyplot()
+    datasets = list(results)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False, sharey=True)
+    for ax, dataset in zip(axes[0], datasets):
+        for variant, e in results[dataset].items():
+            means = np.array([m for m, _, _ in e["per_layer"]])
+            stds = np.array([s for _, s, _ in e["per_layer"]])
+            x = np.arange(len(means))
+            ax.errorbar(x, means, yerr=stds, marker="o", ms=3, capsize=2, label=LABELS.get(variant, variant))
+        ax.set_title(f"{dataset}: 10-way test accuracy per block")
+        ax.set_xlabel("block")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("accuracy (argmax of the block's goodness)")
+    save_figure(fig, path)
+
+
+def figure_curves(results: dict, path: Path) -> None:
+    plt = pyplot()
+    datasets = list(results)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False, sharey=True)
+    for ax, dataset in zip(axes[0], datasets):
+        for variant, e in results[dataset].items():
+            if not e["val_curve"].size:
+                continue
+            with np.errstate(all="ignore"):
+                mean, std = np.nanmean(e["val_curve"], 0), np.nanstd(e["val_curve"], 0)
+            line, = ax.plot(e["epochs"], mean, label=LABELS.get(variant, variant))
+            ax.fill_between(e["epochs"], mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_title(f"{dataset}: validation accuracy (last block)")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("accuracy")
+    save_figure(fig, path)
+
+
+def table_rows(results: dict, thesis: dict) -> list[list]:
+    rows = []
+    for dataset, variants in results.items():
+        for variant, e in variants.items():
+            m, s, n = e["test"]
+            ref = thesis.get(dataset, {}).get(variant)
+            rows.append([dataset, LABELS.get(variant, variant), n, f"{fmt(100 * m, '{:.2f}')} +/- {fmt(100 * s, '{:.2f}')}",
+                         fmt(ref, "{:.1f}"), " ".join(fmt(pm, "{:.3f}") for pm, _, _ in e["per_layer"]),
+                         fmt(e["train_seconds"][0], "{:.0f}"),
+                         ", ".join(f"{v} {k}" for k, v in sorted(e["status"].items()))])
+    return rows
+
+
+HEADER = ["dataset", "variant", "seeds", "test acc % (mean +/- std)", "thesis %", "per-block 10-way test acc",
+          "train s (unit)", "cells"]
+
+
+def write_report(root: Path, study, results: dict, checks: list[dict], thesis: dict, note: str) -> None:
+    from ..config import RunConfig
+    from ..records import RunDir
+
+    grid = study.grid
+    any_cell = next(iter(sorted((root / "cells").glob("*/config.toml"))), None)
+    cfg = RunDir(any_cell.parent).config() if any_cell else RunConfig()
+    lines = [f"# Trifecta ablation: {study.layer_type} layers, `{study.grid_name}` grid", "",
+             f"Generated by `python -m ffhw.run study --report {root}` from the records in `cells/` (no retraining). "
+             "Study definition: `experiments/trifecta.toml`.", ""]
+    if study.grid_name != "paper":
+        lines += [f"**This is the reduced `{study.grid_name}` grid, not the thesis setting**: {grid.get('note', '')}", ""]
+    lines += ["## What ran", "",
+              "- factors: " + ", ".join(f"{k} = {v}" for k, v in grid["factors"].items()),
+              f"- seeds per configuration: {grid.get('seeds', 1)}",
+              f"- network: `{cfg.model.architecture}` conv blocks x width scale {cfg.model.width_scale}, "
+              f"{study.layer_type} layers, options {cfg.model.layer}",
+              f"- training: {cfg.train.epochs} epochs, {cfg.train.optimizer} lr {cfg.train.lr}, batch "
+              f"{cfg.train.batch_size}, augmentation crop pad {cfg.data.crop_padding} + rotation "
+              f"{cfg.data.max_rotation} deg, {cfg.data.train_subset or 'all'} training images, "
+              f"{cfg.data.val_size} validation images",
+              "- CIFAR-10 and SVHN are not in this grid: they need a machine that can download them "
+              "(`ffhw.data` fetches and verifies the official files on first use).", "",
+              "## Ablation (test set)", "", markdown_table(HEADER, table_rows(results, thesis)), "",
+              f"Thesis column: {note}. Test accuracy is the argmax over labels of the last block's goodness.", "",
+              "## The thesis ordering, checked", "",
+              "Vanilla < SymBa < SymBa+APL, SymBa+BN < Trifecta. A step 'holds' when the mean difference is "
+              "positive and is 'clear' when it exceeds two standard errors of the difference.", ""]
+    for c in checks:
+        verdict = "holds, clearly" if c["clear"] else "holds, within noise" if c["holds"] else "does NOT hold"
+        lines.append(f"- {c['dataset']}: {LABELS.get(c['lower'], c['lower'])} < {LABELS.get(c['higher'], c['higher'])}: "
+                     f"{100 * c['difference']:+.2f} pp (s.e. {100 * c['std_error']:.2f}) -> {verdict}")
+    by_dataset: dict[str, list[dict]] = {}
+    for c in checks:
+        by_dataset.setdefault(c["dataset"], []).append(c)
+    lines += [""]
+    for dataset, cs in by_dataset.items():
+        held = sum(c["holds"] for c in cs)
+        lines.append(f"**{dataset}: the ordering {'reproduces' if held == len(cs) else 'does not fully reproduce'} "
+                     f"({held} of {len(cs)} steps hold).**")
+    lines += ["", "## Figures", "", "![per-block accuracy](figures/layer_accuracy.png)", "",
+              "![training curves](figures/training_curves.png)", ""]
+    (root / "REPORT.md").write_text("\n".join(lines))
+
+
+def analyze(root: Path, study, quiet: bool = False) -> dict:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..records import atomic_write
+    from ..study import load_cells
+
+    root = Path(root)
+    options = study.definition.get("analysis", {})
+    thesis = options.get("thesis", {})
+    results = summarize(load_cells(root))
+    checks = ordering(results, options.get("ordering", []))
+    figure_layers(results, root / "figures" / "layer_accuracy.png")
+    figure_curves(results, root / "figures" / "training_curves.png")
+    write_report(root, study, results, checks, thesis, options.get("thesis_note", ""))
+    public = {d: {v: {k: x for k, x in e.items() if k not in ("val_curve",)} for v, e in vs.items()}
+              for d, vs in results.items()}
+    out = {"results": public, "ordering": checks}
+    atomic_write(root / "analysis.json", json.dumps(json_ready(out), indent=1) + "\n")
+    console = Console(quiet=quiet)
+    t = Table(title=f"Trifecta ablation, {study.layer_type} layers ({study.grid_name} grid)", title_justify="left")
+    for h in HEADER:
+        t.add_column(h)
+    for row in table_rows(results, thesis):
+        t.add_row(*map(str, row))
+    console.print(t)
+    console.print(f"report: {root / 'REPORT.md'}")
+    return out

@@ -1,0 +1,130 @@
+"""The study runner: grids to cells, resume after a kill, retries and failure reports."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ffhw import study as study_mod
+from ffhw.errors import ConfigError
+from ffhw.executors import InProcessExecutor
+from ffhw.study import Study, StudyRunner, load_cells
+
+REPO = Path(__file__).resolve().parent.parent
+TIMINGS = study_mod.TIMING_METRICS
+
+
+def records(root):
+    """Every cell's rows without wall-clock measurements, keyed by cell."""
+    return {c["cell"]: [(r["seed"], r["epoch"], r["split"], r["layer"], r["metric"], r["value"])
+                        for r in c["rows"] if r["metric"] not in TIMINGS] for c in load_cells(root)}
+
+
+def run_tiny(root, executor=None, definition="depth-correlation", **kw):
+    study = Study.load(definition, "tiny", "standard")
+    return StudyRunner(study, root, executor or InProcessExecutor(), quiet=True, **kw).run()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study") / "tiny"
+    run_tiny(root)
+    return root
+
+
+def test_grid_expands_to_cells_with_seed_rules():
+    paper = Study.load("depth-correlation", "paper", "standard")
+    units = paper.units(seed_batch=1)
+    assert len(units) == 5 * 2 * 10 + 20  # 10 seeds everywhere, 30 for 32 x 1000
+    cfg = paper.config_for({"depth": 32, "width": 1000})
+    assert cfg.model.hidden == [1000] * 32 and cfg.data.encoding == "border" and cfg.train.epochs == 100
+    spiking = Study.load("depth-correlation", "cpu", "spiking").config_for({"depth": 2, "width": 100})
+    assert spiking.model.layer_type == "spiking" and spiking.model.theta == 0.2
+
+
+def test_trifecta_variants_set_the_three_switches():
+    study = Study.load("trifecta", "cpu", "standard")
+    cfg = {v: study.config_for({"variant": v, "data.dataset": "mnist"})
+           for v in ("vanilla", "symba", "symba-apl", "symba-bn", "trifecta")}
+    assert (cfg["vanilla"].model.loss, cfg["vanilla"].model.block_norm, cfg["vanilla"].train.schedule) == \
+        ("threshold", "layer", "simultaneous")
+    assert (cfg["trifecta"].model.loss, cfg["trifecta"].model.block_norm, cfg["trifecta"].train.schedule) == \
+        ("symba", "batch", "apl")
+    assert cfg["symba-apl"].train.schedule == "apl" and cfg["symba-bn"].model.block_norm == "batch"
+    assert cfg["trifecta"].data.crop_padding == 4 and cfg["trifecta"].data.max_rotation == 15
+    factorial = Study.load("trifecta", "factorial", "standard")
+    assert len(factorial.configurations()) == 2 * 2 * 2 * 4
+
+
+def test_every_cell_recorded_and_complete(uninterrupted):
+    cells = load_cells(uninterrupted)
+    assert len(cells) == 4 and {c["status"] for c in cells} == {"complete"}
+    assert {c["seed"] for c in cells} == {0, 1}
+    assert all(any(r["split"] == "test" for r in c["rows"]) for c in cells)
+    assert all(c["code"]["ffhw"] for c in cells)
+
+
+def test_a_second_run_skips_finished_cells(uninterrupted):
+    before = {p: p.stat().st_mtime_ns for p in uninterrupted.glob("cells/*/metrics.csv")}
+    result = run_tiny(uninterrupted)
+    assert result["counts"] == {"complete": 4}
+    assert before == {p: p.stat().st_mtime_ns for p in uninterrupted.glob("cells/*/metrics.csv")}
+
+
+def test_kill_then_resume_gives_the_same_records(uninterrupted, tmp_path):
+    root = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "ffhw.run", "study", "depth-correlation", "--grid", "tiny", "--out", str(tmp_path),
+           "--name", "killed", "--quiet", "--no-report"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=os.environ.copy())
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(root.glob("work/*/checkpoint.pt")):  # mid-unit, after an epoch
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(root.glob("work/*/checkpoint.pt")), "the study finished before it could be killed"
+    assert len(load_cells(root)) < 4
+    subprocess.run(cmd, cwd=REPO, check=True)
+    assert records(root) == records(uninterrupted)
+
+
+def test_failing_unit_is_retried_then_reported_without_losing_others(tmp_path, monkeypatch):
+    calls = []
+    real = study_mod.run_unit
+
+    def flaky(spec):
+        calls.append(spec["key"])
+        if spec["key"].startswith("depth-3"):
+            raise RuntimeError("simulated worker failure")
+        return real(spec)
+
+    monkeypatch.setattr(study_mod, "run_unit", flaky)
+    result = run_tiny(tmp_path / "s", retries=2)
+    assert calls.count("depth-3_width-16") == 3  # first try + 2 retries
+    assert result["counts"] == {"complete": 2, "failed": 2}
+    failed = [c for c in load_cells(tmp_path / "s") if c["status"] == "failed"]
+    assert all("simulated worker failure" in c["error"] for c in failed)
+    monkeypatch.setattr(study_mod, "run_unit", real)
+    assert run_tiny(tmp_path / "s")["counts"] == {"complete": 4}  # the next invocation retries failed cells
+
+
+def test_changed_definition_is_refused_on_resume(uninterrupted, tmp_path):
+    study = Study.load("depth-correlation", "tiny", "standard", sets=["train.lr=0.01"])
+    with pytest.raises(ConfigError, match="started with set"):
+        StudyRunner(study, uninterrupted, InProcessExecutor(), quiet=True).run()
+
+
+def test_unknown_grid_and_study_are_one_line_errors():
+    with pytest.raises(ConfigError, match="no grid 'huge'"):
+        Study.load("depth-correlation", "huge", "standard")
+    with pytest.raises(ConfigError, match="not found"):
+        Study.load("no-such-study", "cpu", "standard")
+
+
+def test_report_from_records_only(uninterrupted):
+    from ffhw.study import analyze
+    out = analyze(uninterrupted, quiet=True)
+    assert (uninterrupted / "REPORT.md").exists() and (uninterrupted / "figures" / "correlation.png").exists()
+    assert set(out["configurations"]) == {"depth-2_width-16", "depth-3_width-16"}
