@@ -140,6 +140,7 @@ def main() -> int:
     p.add_argument("--sections", default="training,seeds,quick",
                    help="comma-separated: training (FLOP/s, eval share), seeds (seed batching), quick (time to 98%%)")
     p.add_argument("--seed-types", default="standard", help="layer types of the seed-batching section")
+    p.add_argument("--seed-widths", default="100,1000", help="layer widths of the seed-batching section")
     p.add_argument("--out", default="benchmarks/results/train_bench.json")
     args = p.parse_args()
     console = Console()
@@ -170,7 +171,8 @@ def main() -> int:
     if rows:
         result["training"] = rows
     if "seeds" in sections:
-        result["seed_batching"] = seed_batching(d, tuple(args.seed_types.split(",")))
+        result["seed_batching"] = seed_batching(d, tuple(args.seed_types.split(",")),
+                                                tuple(int(w) for w in args.seed_widths.split(",")))
 
     if "quick" in sections:
         cfg = load_preset("quick")

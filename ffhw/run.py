@@ -5,6 +5,7 @@
     python -m ffhw.run --preset loewex-mnist --seeds 3  # a named preset, three seeds side by side
     python -m ffhw.run --resume runs/quick-20261122-101500
     python -m ffhw.run compare --hidden 2x500 --epochs 5   # standard vs 8/4-bit vs spiking, one table
+    python -m ffhw.run study depth-correlation --layer-type spiking --grid cpu   # a study (see ffhw/study.py)
 
 Options override the preset; `--set section.key=value` reaches any config field (see ffhw/config.py).
 """

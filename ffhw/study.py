@@ -41,7 +41,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig, find_preset, load_preset, load_toml, merge, override
+from .config import RunConfig, find_preset, load_preset, load_toml, merge, override, repo_root
 from .errors import ConfigError, DivergenceError, FFHWError
 from .records import RunDir, atomic_write, code_version
 
@@ -103,7 +103,11 @@ class Study:
     def load(cls, name: str, grid: str, layer_type: str, sets: list[str] | None = None) -> "Study":
         path = find_preset(name.replace("-", "_"), folder="experiments") if not name.endswith(".toml") \
             else find_preset(name, folder="experiments")
-        return cls(load_toml(path), grid, layer_type, sets, str(path))
+        try:  # recorded relative to the repository, so a clone elsewhere finds it
+            source = str(path.resolve().relative_to(repo_root()))
+        except ValueError:
+            source = str(path.resolve())
+        return cls(load_toml(path), grid, layer_type, sets, source)
 
     def frozen(self) -> dict:
         return {"name": self.name, "grid": self.grid_name, "layer_type": self.layer_type, "set": self.sets,
@@ -172,16 +176,22 @@ def choose_seed_batch(cfg: RunConfig, seeds: int) -> int:
     """How many seeds of one configuration to train side by side.
 
     Small networks are bound by per-step overhead, so stacking seeds costs almost nothing extra; large
-    ones are bound by arithmetic, where stacking only adds memory. Rule (measured on a 2-core CPU with
-    benchmarks/train_bench.py): batch every seed when the widest layer has at most 256 units (CPU) or the
-    weights of all seeds fit in 2 GB (GPU); otherwise one seed at a time on the CPU."""
+    ones are bound by arithmetic, where stacking only adds memory. CPU rule, from the seed-batching section
+    of benchmarks/train_bench.py on a 2-core CPU: batch every seed when the widest layer has at most 512
+    units, else one seed at a time. GPU: batch as many seeds as keep weights, gradients and Adam state
+    under 2 GB (a memory bound; the GPU crossover has not been measured yet). Conv networks on the CPU
+    train one seed at a time."""
+    device = cfg.train.device
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.model.architecture != "fc":
-        return 1 if cfg.train.device != "cuda" else seeds
+        return 1 if device != "cuda" else seeds
     widest = max(cfg.model.hidden)
-    if cfg.train.device == "cuda":
+    if device == "cuda":
         per_seed = 4 * sum(a * b for a, b in zip([784, *cfg.model.hidden], cfg.model.hidden)) * 4  # weights+Adam+grad
         return max(1, min(seeds, int(2e9 // max(per_seed, 1))))
-    return seeds if widest <= 256 else 1
+    return seeds if widest <= 512 else 1
 
 
 # ---------------------------------------------------------------------------------------------- cell records
@@ -348,7 +358,8 @@ class StudyRunner:
                         result = future.result()
                     except Exception as exc:  # noqa: BLE001 - any failure of a unit is retried, then reported
                         attempts[unit.id] = attempts.get(unit.id, 0) + 1
-                        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                        cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
+                        message = f"{type(cause).__name__}: {cause}".splitlines()[0]
                         if attempts[unit.id] <= self.retries:
                             self.console.print(f"[yellow]{unit.id} failed ({message}); retry "
                                                f"{attempts[unit.id]} of {self.retries}")
@@ -358,7 +369,7 @@ class StudyRunner:
                             for cell in unit.cells():
                                 write_cell(self.root, cell, unit.config, "failed", None,
                                            {"unit": unit.id, "error": message,
-                                            "traceback": traceback.format_exception(exc)[-3:]})
+                                            "traceback": traceback.format_exception(cause)[-3:]})
                             progress.advance(task, len(unit.seeds))
                             self.console.print(f"[red]{unit.id} failed after {self.retries} retries: {message}")
                         continue
@@ -398,13 +409,31 @@ def default_dir(out: str, study: Study) -> Path:
     return Path(out) / f"{study.name}-{study.grid_name}-{study.layer_type}"
 
 
-def analyze(root: Path, quiet: bool = False) -> dict:
+def analyze(root: Path, quiet: bool = False, options: list[str] | None = None) -> dict:
+    """Analyse a study directory from its records; `options` (KEY=VALUE) override the definition's
+    [analysis] table, e.g. layer_split=train or layer_metric=layer_acc10."""
+    from .config import tomllib
+
     from .studies import get_kind
 
     frozen = root / "study.toml"
     if not frozen.exists():
         raise ConfigError(f"{root} is not a study directory (no study.toml); run a study first")
     study = Study.from_frozen(load_toml(frozen))
+    source = Path(study.source) if Path(study.source).is_absolute() else repo_root() / study.source
+    if study.source and source.is_file():  # analysis options may evolve after the cells ran; what the cells trained may not
+        current = load_toml(source)
+        if _grid_part(current, study.grid_name) == _grid_part(study.definition, study.grid_name):
+            study.definition["analysis"] = current.get("analysis", {})
+    for item in options or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--analysis {item!r}: write KEY=VALUE, e.g. --analysis layer_split=train")
+        try:
+            value = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            pass  # a bare string
+        study.definition.setdefault("analysis", {})[key.strip()] = value
     if not load_cells(root):
         raise ConfigError(f"{root} holds no recorded cells yet; run the study first")
     return get_kind(study.definition.get("kind", "")).analyze(root, study, quiet=quiet)
@@ -438,11 +467,14 @@ def main(argv: list[str]) -> int:
                         "needed); shared: workers write into the study directory on a shared filesystem")
     p.add_argument("--retries", type=int, default=2, help="retries of a failing work unit before it is reported")
     p.add_argument("--report", metavar="DIR", help="only analyse an existing study directory (no training)")
+    p.add_argument("--analysis", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an analysis option, e.g. layer_split=train, layer_metric=layer_acc10, "
+                        "network_metric=acc_goodness, level=0.8")
     p.add_argument("--no-report", action="store_true", help="run the cells, skip the analysis")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.report:
-        analyze(Path(args.report), quiet=args.quiet)
+        analyze(Path(args.report), quiet=args.quiet, options=args.analysis)
         return 0
     if not args.study:
         raise ConfigError("name a study (e.g. depth-correlation or trifecta) or pass --report DIR")
@@ -458,7 +490,7 @@ def main(argv: list[str]) -> int:
     finally:
         executor.shutdown()
     if not args.no_report:
-        analyze(root, quiet=args.quiet)
+        analyze(root, quiet=args.quiet, options=args.analysis)
     if result["failures"]:
         raise FFHWError(f"{len(result['failures'])} work unit(s) failed (see cells/*/cell.json in {root}); "
                         f"run the same command again to retry them")

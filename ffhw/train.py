@@ -348,7 +348,9 @@ class Trainer:
             self.ui.start(t.epochs, n_batches, self.start_epoch)
         train_seconds = 0.0
         for epoch in range(self.start_epoch, t.epochs):
-            torch.manual_seed(derive_seed(model.seed_list[0], "global", epoch))  # in-layer sampling
+            torch.manual_seed(derive_seed(model.seed_list[0], "global", epoch))
+            for k, layer in enumerate(model.layers):  # in-layer sampling, per seed
+                layer.noise_generators = seed_generators(model.seed_list, "layer-noise", k, epoch, device=self.device)
             self.set_lr(epoch)
             layers = self.trained_layers(epoch)
             t0 = time.perf_counter()

@@ -54,3 +54,28 @@ def mnist_conv(mnist_small):
     d = mnist_small
     return Data(d.name, d.train, Split(d.val.x[:500], d.val.y[:500]), Split(d.test.x[:500], d.test.y[:500]),
                 d.num_classes)
+
+
+# ---- studies ----
+def records(root):
+    """Every cell's rows without wall-clock measurements, keyed by cell."""
+    from ffhw.study import TIMING_METRICS, load_cells
+    return {c["cell"]: [(r["seed"], r["epoch"], r["split"], r["layer"], r["metric"], r["value"])
+                        for r in c["rows"] if r["metric"] not in TIMING_METRICS] for c in load_cells(root)}
+
+
+def run_tiny(root, executor=None, definition="depth-correlation", **kw):
+    from ffhw.executors import InProcessExecutor
+    from ffhw.study import Study, StudyRunner
+    study = Study.load(definition, "tiny", "standard")
+    return StudyRunner(study, root, executor or InProcessExecutor(), quiet=True, **kw).run()
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory):
+    """The tiny depth/correlation grid run once, in-process, uninterrupted: the reference records."""
+    root = tmp_path_factory.mktemp("study") / "tiny"
+    run_tiny(root)
+    return root
+
+

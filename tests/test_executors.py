@@ -2,10 +2,10 @@
 import pytest
 
 from ffhw.executors import ProcessExecutor
-from test_study import records, run_tiny, uninterrupted  # noqa: F401 - the shared fixture
+from conftest import records, run_tiny
 
 
-def test_process_pool_gives_the_same_records(uninterrupted, tmp_path):  # noqa: F811
+def test_process_pool_gives_the_same_records(uninterrupted, tmp_path):
     executor = ProcessExecutor(2)
     try:
         run_tiny(tmp_path / "pool", executor)
@@ -23,7 +23,7 @@ def ray_session():
 
 
 @pytest.mark.parametrize("storage", ["driver", "shared"])
-def test_ray_gives_the_same_records(ray_session, uninterrupted, tmp_path, storage):  # noqa: F811
+def test_ray_gives_the_same_records(ray_session, uninterrupted, tmp_path, storage):
     from ffhw.executors import RayExecutor
     run_tiny(tmp_path / storage, RayExecutor(storage=storage))
     assert records(tmp_path / storage) == records(uninterrupted)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import records, run_tiny
 
 from ffhw import study as study_mod
 from ffhw.errors import ConfigError
@@ -14,25 +15,6 @@ from ffhw.executors import InProcessExecutor
 from ffhw.study import Study, StudyRunner, load_cells
 
 REPO = Path(__file__).resolve().parent.parent
-TIMINGS = study_mod.TIMING_METRICS
-
-
-def records(root):
-    """Every cell's rows without wall-clock measurements, keyed by cell."""
-    return {c["cell"]: [(r["seed"], r["epoch"], r["split"], r["layer"], r["metric"], r["value"])
-                        for r in c["rows"] if r["metric"] not in TIMINGS] for c in load_cells(root)}
-
-
-def run_tiny(root, executor=None, definition="depth-correlation", **kw):
-    study = Study.load(definition, "tiny", "standard")
-    return StudyRunner(study, root, executor or InProcessExecutor(), quiet=True, **kw).run()
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study") / "tiny"
-    run_tiny(root)
-    return root
 
 
 def test_grid_expands_to_cells_with_seed_rules():

@@ -61,7 +61,7 @@ def test_same_seed_same_metrics_and_seeds_differ(mnist_small):
     assert set(acc) == {0, 1} and acc[0] != acc[1]
 
 
-@pytest.mark.parametrize("layer_type,options", LAYER_TYPES)
+@pytest.mark.parametrize("layer_type,options", LAYER_TYPES + [("spiking", {"steps": 4, "encoding": "rate"})])
 def test_seed_batched_equals_separate_run(layer_type, options, mnist_small):
     """Seed 2 of a 3-seed batched run = seed 2 trained alone: own init, data order, negatives."""
     def run(**train):

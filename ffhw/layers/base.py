@@ -50,6 +50,10 @@ class NoOptions:
 class FFLayer(nn.Module):
     type_name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    # Per-seed generators for any sampling a layer does (e.g. rate encoding), set by the trainer at the start
+    # of every epoch from (seed, layer, epoch): seed-batched and separate runs draw the same numbers per seed.
+    # None (outside training): the global RNG.
+    noise_generators: list[torch.Generator] | None = None
 
     def __init__(self, index: int, in_features: int, out_features: int, seeds: int,
                  model: ModelConfig, options: Any, generators: list[torch.Generator]):

@@ -46,12 +46,16 @@ class SpikingOptions:
             raise ValueError(f"steps = {self.steps} must be at least 1")
 
 
-def rate_encode(x: torch.Tensor, steps: int, generator: torch.Generator | None = None, time_dim: int = -2) -> torch.Tensor:
+def rate_encode(x: torch.Tensor, steps: int, generator: torch.Generator | list[torch.Generator] | None = None,
+                time_dim: int = -2) -> torch.Tensor:
     """Bernoulli spike trains of intensities clamped to [0, 1], with a new time axis of length T at `time_dim`:
-    [..., D] -> [..., T, D] by default; images [S, N, C, H, W] with time_dim=2 -> [S, N, T, C, H, W]."""
+    [..., D] -> [..., T, D] by default; images [S, N, C, H, W] with time_dim=2 -> [S, N, T, C, H, W].
+    A list of generators is one per seed (the leading axis), so each seed draws its own spikes."""
     p = x.clamp(0.0, 1.0).unsqueeze(time_dim)
     shape = list(p.shape)
     shape[time_dim] = steps
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([torch.bernoulli(p[s].expand(shape[1:]), generator=g) for s, g in enumerate(generator)])
     return torch.bernoulli(p.expand(shape), generator=generator)
 
 
@@ -125,7 +129,6 @@ class SpikingLayer(FFLayer):
         self.weight = nn.Parameter(seed_normal((in_features, out_features), init_std(out_features), generators))
         self.bias = nn.Parameter(torch.zeros(seeds, 1, out_features))
         self.lif = make_lif(options)
-        self.generator: torch.Generator | None = None  # None: the global RNG, seeded per epoch by the trainer
 
     @property
     def steps(self) -> int:
@@ -150,7 +153,7 @@ class SpikingLayer(FFLayer):
         if x.dim() == 3 and self.options.encoding == "direct":
             return self.integrate(affine(x, self.weight, self.bias, self.norm), constant=True)
         if x.dim() == 3:  # rate-encode an analog input (intensities, not normalised)
-            x = rate_encode(x, self.steps, self.generator)
+            x = rate_encode(x, self.steps, self.noise_generators)
         # One matmul over all T*N rows of the spike trains.
         current = torch.baddbmm(self.bias, x.reshape(s, -1, x.shape[-1]), self.weight)
         return self.integrate(current.view(s, n, self.steps, -1), constant=False)
@@ -211,7 +214,6 @@ class SpikingConvBlock(ConvBlock, SpikingLayer):
         ConvBlock.__init__(self, index, in_shape, out_channels, pool, seeds, model, options, generators)
         self.weight = nn.Parameter(self.conv_init(out_channels, in_shape[0], generators))
         self.lif = make_lif(options)
-        self.generator = None
 
     def pool_spikes(self, spikes: torch.Tensor) -> torch.Tensor:
         return self.maybe_pool(spikes)
@@ -220,7 +222,7 @@ class SpikingConvBlock(ConvBlock, SpikingLayer):
         if x.dim() == 5 and self.options.encoding == "direct":
             return self.integrate(self.conv(self.normalize_block(x), self.weight), constant=True)
         if x.dim() == 5:
-            x = rate_encode(x, self.steps, self.generator, time_dim=2)
+            x = rate_encode(x, self.steps, self.noise_generators, time_dim=2)
         s, n, t = x.shape[:3]
         current = self.conv(x.reshape(s, n * t, *x.shape[3:]), self.weight)
         return self.integrate(current.reshape(s, n, t, *current.shape[2:]), constant=False)

@@ -41,6 +41,20 @@ def variant_name(factors: dict) -> str:
     return ",".join(parts)
 
 
+def variant_order(name: str) -> tuple:
+    return (list(LABELS).index(name) if name in LABELS else len(LABELS), name)
+
+
+def block_activity(cell: dict, k: int) -> float:
+    """Share of a block's outputs that are non-zero on the test set: its spike rate for spiking blocks,
+    1 - sparsity otherwise. Zero means the block is silent, so its goodness cannot rank labels."""
+    rate = final_value(cell, "test", str(k), "spike_rate")
+    if math.isfinite(rate):
+        return rate
+    sparsity = final_value(cell, "test", str(k), "sparsity")
+    return 1.0 - sparsity if math.isfinite(sparsity) else math.nan
+
+
 def summarize(cells: list[dict]) -> dict:
     out: dict[str, dict[str, dict]] = {}
     for key, group in group_cells(cells).items():
@@ -52,15 +66,17 @@ def summarize(cells: list[dict]) -> dict:
         n_layers = 1 + max((int(r["layer"]) for c in done for r in c["rows"] if r["layer"] != "net"), default=-1)
         per_layer = [stats.mean_std([final_value(c, "test", str(k), "layer_acc10") for c in done])
                      for k in range(n_layers)]
+        activity = [stats.mean_std([block_activity(c, k) for c in done])[0] for k in range(n_layers)]
         epochs = np.array(sorted({r["epoch"] for c in done for r in c["rows"] if r["split"] == "val"}), dtype=float)
         curve = net_curve(group, "val", NETWORK_METRIC, epochs)
         out.setdefault(dataset, {})[variant] = {
             "factors": factors, "status": status_counts(group), "seeds": [c["seed"] for c in done],
-            "test": stats.mean_std(test), "test_per_seed": test, "per_layer": per_layer,
+            "test": stats.mean_std(test), "test_per_seed": test, "per_layer": per_layer, "activity": activity,
+            "silent_blocks": [k for k, a in enumerate(activity) if a == 0.0],
             "epochs": epochs, "val_curve": curve,
             "train_seconds": stats.mean_std([c.get("train_seconds_unit") for c in done]),
         }
-    return out
+    return {d: dict(sorted(vs.items(), key=lambda kv: variant_order(kv[0]))) for d, vs in sorted(out.items())}
 
 
 def ordering(results: dict, pairs: list[list[str]]) -> list[dict]:
@@ -75,47 +91,42 @@ def ordering(results: dict, pairs: list[list[str]]) -> list[dict]:
                 continue
             diff = mb - ma
             spread = math.sqrt((sa ** 2) / max(na, 1) + (sb ** 2) / max(nb, 1))  # standard error of the difference
+            last = len(variants[a]["activity"]) - 1
+            judged = last not in variants[a]["silent_blocks"] and last not in variants[b]["silent_blocks"]
             checks.append({"dataset": dataset, "lower": a, "higher": b, "difference": diff, "std_error": spread,
-                           "holds": diff > 0, "clear": diff > 2 * spread and diff > 0})
+                           "judged": judged, "holds": judged and diff > 0, "clear": judged and diff > 2 * spread > 0})
     return checks
 
 
-def figure_layers(results: dict, path: Path) -> None:
+def figure_per_dataset(results: dict, path: Path, draw, title: str, xlabel: str, ylabel: str) -> None:
+    """One subplot per dataset, one line per variant drawn by `draw(ax, entry, label)`."""
     plt = pyplot()
     datasets = list(results)
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False, sharey=True)
     for ax, dataset in zip(axes[0], datasets):
         for variant, e in results[dataset].items():
-            means = np.array([m for m, _, _ in e["per_layer"]])
-            stds = np.array([s for _, s, _ in e["per_layer"]])
-            x = np.arange(len(means))
-            ax.errorbar(x, means, yerr=stds, marker="o", ms=3, capsize=2, label=LABELS.get(variant, variant))
-        ax.set_title(f"{dataset}: 10-way test accuracy per block")
-        ax.set_xlabel("block")
+            draw(ax, e, LABELS.get(variant, variant))
+        ax.set_title(f"{dataset}: {title}")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("accuracy (argmax of the block's goodness)")
+    axes[0][0].set_ylabel(ylabel)
     save_figure(fig, path)
 
 
-def figure_curves(results: dict, path: Path) -> None:
-    plt = pyplot()
-    datasets = list(results)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False, sharey=True)
-    for ax, dataset in zip(axes[0], datasets):
-        for variant, e in results[dataset].items():
-            if not e["val_curve"].size:
-                continue
-            with np.errstate(all="ignore"):
-                mean, std = np.nanmean(e["val_curve"], 0), np.nanstd(e["val_curve"], 0)
-            line, = ax.plot(e["epochs"], mean, label=LABELS.get(variant, variant))
-            ax.fill_between(e["epochs"], mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
-        ax.set_title(f"{dataset}: validation accuracy (last block)")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("accuracy")
-    save_figure(fig, path)
+def draw_layers(ax, e: dict, label: str) -> None:
+    means = np.array([m for m, _, _ in e["per_layer"]])
+    stds = np.array([s for _, s, _ in e["per_layer"]])
+    ax.errorbar(np.arange(len(means)), means, yerr=stds, marker="o", ms=3, capsize=2, label=label)
+
+
+def draw_curve(ax, e: dict, label: str) -> None:
+    if not e["val_curve"].size:
+        return
+    with np.errstate(all="ignore"):
+        mean, std = np.nanmean(e["val_curve"], 0), np.nanstd(e["val_curve"], 0)
+    line, = ax.plot(e["epochs"], mean, label=label)
+    ax.fill_between(e["epochs"], mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
 
 
 def table_rows(results: dict, thesis: dict) -> list[list]:
@@ -126,13 +137,13 @@ def table_rows(results: dict, thesis: dict) -> list[list]:
             ref = thesis.get(dataset, {}).get(variant)
             rows.append([dataset, LABELS.get(variant, variant), n, f"{fmt(100 * m, '{:.2f}')} +/- {fmt(100 * s, '{:.2f}')}",
                          fmt(ref, "{:.1f}"), " ".join(fmt(pm, "{:.3f}") for pm, _, _ in e["per_layer"]),
-                         fmt(e["train_seconds"][0], "{:.0f}"),
+                         " ".join(fmt(a, "{:.2f}") for a in e["activity"]), fmt(e["train_seconds"][0], "{:.0f}"),
                          ", ".join(f"{v} {k}" for k, v in sorted(e["status"].items()))])
     return rows
 
 
 HEADER = ["dataset", "variant", "seeds", "test acc % (mean +/- std)", "thesis %", "per-block 10-way test acc",
-          "train s (unit)", "cells"]
+          "per-block activity", "train s (unit)", "cells"]
 
 
 def write_report(root: Path, study, results: dict, checks: list[dict], thesis: dict, note: str) -> None:
@@ -164,17 +175,33 @@ def write_report(root: Path, study, results: dict, checks: list[dict], thesis: d
               "Vanilla < SymBa < SymBa+APL, SymBa+BN < Trifecta. A step 'holds' when the mean difference is "
               "positive and is 'clear' when it exceeds two standard errors of the difference.", ""]
     for c in checks:
-        verdict = "holds, clearly" if c["clear"] else "holds, within noise" if c["holds"] else "does NOT hold"
+        verdict = ("cannot be judged (a silent last block)" if not c["judged"] else "holds, clearly" if c["clear"]
+                   else "holds, within noise" if c["holds"] else "does NOT hold")
         lines.append(f"- {c['dataset']}: {LABELS.get(c['lower'], c['lower'])} < {LABELS.get(c['higher'], c['higher'])}: "
                      f"{100 * c['difference']:+.2f} pp (s.e. {100 * c['std_error']:.2f}) -> {verdict}")
+    silent = [(d, v, e["silent_blocks"]) for d, vs in results.items() for v, e in vs.items() if e["silent_blocks"]]
+    if silent:
+        lines += ["", "Silent blocks (no non-zero output on the test set, in every seed): "
+                  + "; ".join(f"{d} {LABELS.get(v, v)}: blocks {', '.join(map(str, ks))}" for d, v, ks in silent)
+                  + ". A silent last block gives every label the same goodness, so the prediction is a constant "
+                    "class (accuracy = that class's share of the test images) and the ordering cannot be judged."]
+    note = study.definition.get("analysis", {}).get("notes", {}).get(study.layer_type)
+    if note:
+        lines += ["", f"**Note on {study.layer_type} layers.** " + " ".join(note.split())]
     by_dataset: dict[str, list[dict]] = {}
     for c in checks:
         by_dataset.setdefault(c["dataset"], []).append(c)
     lines += [""]
     for dataset, cs in by_dataset.items():
-        held = sum(c["holds"] for c in cs)
-        lines.append(f"**{dataset}: the ordering {'reproduces' if held == len(cs) else 'does not fully reproduce'} "
-                     f"({held} of {len(cs)} steps hold).**")
+        judged = [c for c in cs if c["judged"]]
+        held = sum(c["holds"] for c in judged)
+        if not judged:
+            lines.append(f"**{dataset}: the ordering cannot be judged (no step between two variants whose last block "
+                         "is active).**")
+            continue
+        verdict = "reproduces" if held == len(cs) else "does not fully reproduce"
+        lines.append(f"**{dataset}: the ordering {verdict} ({held} of {len(cs)} steps hold"
+                     + (f", {len(cs) - len(judged)} cannot be judged" if len(judged) < len(cs) else "") + ").**")
     lines += ["", "## Figures", "", "![per-block accuracy](figures/layer_accuracy.png)", "",
               "![training curves](figures/training_curves.png)", ""]
     (root / "REPORT.md").write_text("\n".join(lines))
@@ -192,8 +219,10 @@ def analyze(root: Path, study, quiet: bool = False) -> dict:
     thesis = options.get("thesis", {})
     results = summarize(load_cells(root))
     checks = ordering(results, options.get("ordering", []))
-    figure_layers(results, root / "figures" / "layer_accuracy.png")
-    figure_curves(results, root / "figures" / "training_curves.png")
+    figure_per_dataset(results, root / "figures" / "layer_accuracy.png", draw_layers, "10-way test accuracy per block",
+                       "block", "accuracy (argmax of the block's goodness)")
+    figure_per_dataset(results, root / "figures" / "training_curves.png", draw_curve,
+                       "validation accuracy (last block)", "epoch", "accuracy")
     write_report(root, study, results, checks, thesis, options.get("thesis_note", ""))
     public = {d: {v: {k: x for k, x in e.items() if k not in ("val_curve",)} for v, e in vs.items()}
               for d, vs in results.items()}

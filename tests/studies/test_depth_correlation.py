@@ -77,3 +77,13 @@ def test_figures_and_report_from_records_only(tmp_path):
     report = (tmp_path / "REPORT.md").read_text()
     assert "reduced `tiny` grid" in report and "Deeper layers reach" in report
     assert out["configurations"]["depth-3_width-100"]["slope"]["slope"] > 0
+
+
+def test_training_batch_accuracy_is_an_analysis_option():
+    cells = synthetic_cells(depth=2, delay=1.0)
+    for cell in cells:  # training-batch accuracy: higher than held-out
+        cell["rows"] += [dict(r, split="train", value=min(0.95, r["value"] + 0.2)) for r in cell["rows"]
+                         if r["split"] == "val" and r["layer"] != "net"]
+    val = dc.summarize(cells, {"bootstrap": 20})["depth-2_width-100"]["epoch_to_level"]
+    train = dc.summarize(cells, {"bootstrap": 20, "layer_split": "train"})["depth-2_width-100"]["epoch_to_level"]
+    assert (train <= val).all() and (train < val).any()

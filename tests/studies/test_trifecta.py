@@ -34,3 +34,15 @@ def test_ordering_check_finds_the_step_that_breaks():
     broken = [(c["lower"], c["higher"]) for c in checks if not c["holds"]]
     assert broken == [("symba", "symba-bn")]
     assert all(c["clear"] for c in checks if c["holds"])
+
+
+def test_a_silent_last_block_makes_a_step_unjudgeable():
+    cs = cells({"symba": [0.087, 0.087], "trifecta": [0.5, 0.6]})
+    for c in cs:
+        if c["factors"]["variant"] == "symba":  # spiking blocks that never fire
+            c["rows"] += [{"seed": c["seed"], "epoch": 2, "split": "test", "layer": str(k), "metric": "spike_rate",
+                           "value": 0.0 if k == 2 else 0.3} for k in range(3)]
+    results = trifecta.summarize(cs)
+    assert results["mnist"]["symba"]["silent_blocks"] == [2]
+    (check,) = trifecta.ordering(results, [["symba", "trifecta"]])
+    assert not check["judged"] and not check["holds"]
