@@ -107,7 +107,7 @@ class FFNet(nn.Module):
         feats = []
         for k in self.classifier_layers:
             a = outputs[k].act.detach().flatten(2)
-            feats.append(a / (a.square().mean(-1, keepdim=True).sqrt() + 1e-8))
+            feats.append(a / (torch.linalg.vector_norm(a, dim=-1, keepdim=True) / a.shape[-1] ** 0.5 + 1e-8))
         return torch.baddbmm(self.head_bias, torch.cat(feats, -1), self.head_weight)
 
     @torch.no_grad()

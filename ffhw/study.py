@@ -101,8 +101,12 @@ class Study:
 
     @classmethod
     def load(cls, name: str, grid: str, layer_type: str, sets: list[str] | None = None) -> "Study":
-        path = find_preset(name.replace("-", "_"), folder="experiments") if not name.endswith(".toml") \
-            else find_preset(name, folder="experiments")
+        try:
+            path = find_preset(name if name.endswith(".toml") else name.replace("-", "_"), folder="experiments")
+        except ConfigError:
+            known = sorted(p.stem.replace("_", "-") for p in (repo_root() / "experiments").glob("*.toml")
+                           if "kind" in load_toml(p))
+            raise ConfigError(f"study {name!r} not found; defined: {', '.join(known)} (or pass a .toml path)") from None
         try:  # recorded relative to the repository, so a clone elsewhere finds it
             source = str(path.resolve().relative_to(repo_root()))
         except ValueError:

@@ -169,7 +169,7 @@ def norm_scale(sum_sq: torch.Tensor, dim: int, kind: str) -> torch.Tensor:
 def normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "none":
         return x
-    return x * norm_scale(x.square().sum(-1, keepdim=True), x.shape[-1], kind)
+    return x * norm_scale(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square(), x.shape[-1], kind)
 
 
 def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, norm: str) -> torch.Tensor:
@@ -189,7 +189,8 @@ def affine_labels(base: torch.Tensor, patterns: torch.Tensor, weight: torch.Tens
     c = patterns.shape[0]
     z_base = torch.bmm(base, weight)  # [S, N, U]
     z_label = torch.matmul(patterns, weight)  # [S, C, U]
-    sum_sq = base.square().sum(-1, keepdim=True) + patterns.square().sum(-1)  # [S, N, C]
+    sum_sq = (torch.linalg.vector_norm(base, dim=-1, keepdim=True).square()
+              + torch.linalg.vector_norm(patterns, dim=-1).square())  # [S, N, C]
     scale = norm_scale(sum_sq, d, norm)
     z = (z_base[:, :, None, :] + z_label[:, None, :, :]) * scale[..., None] + bias[:, :, None, :]
     return z.reshape(s, n * c, -1)
