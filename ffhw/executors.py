@@ -112,8 +112,6 @@ class RayExecutor:
 def make_executor(name: str, workers: int = 1, ray_address: str | None = None, gpus_per_cell: float = 0.0,
                   cpus_per_cell: float = 1.0, retries: int = 2, ray_storage: str = "driver"):
     if name == "in-process":
-        if workers > 1:
-            return ProcessExecutor(workers)
         return InProcessExecutor()
     if name == "process":
         return ProcessExecutor(workers)

@@ -76,6 +76,12 @@ class Unit:
     def cells(self) -> list[Cell]:
         return [Cell(self.key, self.factors, s) for s in self.seeds]
 
+    def with_seeds(self, seeds: list[int]) -> "Unit":
+        """The same configuration over other (consecutive) seeds: train.seed and train.seeds follow."""
+        cfg = RunConfig.from_dict(copy.deepcopy(self.config))
+        cfg.train.seed, cfg.train.seeds = seeds[0], len(seeds)
+        return Unit(self.key, self.factors, cfg.to_dict(), list(seeds))
+
 
 def cell_key(factors: dict) -> str:
     return "_".join(f"{name.split('.')[-1]}-{value}" for name, value in factors.items())
@@ -168,11 +174,8 @@ class Study:
             cfg = self.config_for(factors)
             seeds = self.seeds_for(factors)
             chunk = choose_seed_batch(cfg, len(seeds)) if seed_batch == "auto" else max(1, int(seed_batch))
-            for start in range(0, len(seeds), chunk):
-                part = seeds[start:start + chunk]
-                unit_cfg = copy.deepcopy(cfg)
-                unit_cfg.train.seed, unit_cfg.train.seeds = part[0], len(part)
-                units.append(Unit(cell_key(factors), factors, unit_cfg.to_dict(), part))
+            whole = Unit(cell_key(factors), factors, cfg.to_dict(), seeds)
+            units += [whole.with_seeds(seeds[start:start + chunk]) for start in range(0, len(seeds), chunk)]
         return units
 
 
@@ -317,15 +320,12 @@ class StudyRunner:
             done += len(unit.seeds) - len(todo)
             if not todo:
                 continue
-            if todo != unit.seeds:  # part of a unit finished under another chunking: run what is left
-                unit = Unit(unit.key, unit.factors, {**unit.config}, todo)
-                cfg = RunConfig.from_dict(copy.deepcopy(unit.config))
-                cfg.train.seed, cfg.train.seeds = todo[0], len(todo)
-                if todo != list(range(todo[0], todo[0] + len(todo))):
-                    units += [_single(unit, s) for s in todo]
-                    continue
-                unit.config = cfg.to_dict()
-            units.append(unit)
+            if todo == unit.seeds:
+                units.append(unit)
+            elif todo == list(range(todo[0], todo[0] + len(todo))):  # part finished under another chunking
+                units.append(unit.with_seeds(todo))
+            else:
+                units += [unit.with_seeds([s]) for s in todo]
         return units, done, total
 
     def spec(self, unit: Unit) -> dict:
@@ -380,7 +380,7 @@ class StudyRunner:
                     if result["status"] == "diverged" and len(unit.seeds) > 1:
                         # One seed's divergence stops the batched run: train each seed alone to find which.
                         self.console.print(f"[yellow]{unit.id} diverged; training its seeds one at a time")
-                        queue.extend(_single(unit, s) for s in unit.seeds)
+                        queue.extend(unit.with_seeds([s]) for s in unit.seeds)
                         continue
                     for cell in unit.cells():
                         entry = result["cells"][cell.id]
@@ -394,12 +394,6 @@ class StudyRunner:
             counts[info["status"]] = counts.get(info["status"], 0) + 1
         self.console.print("cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
         return {"counts": counts, "failures": failures}
-
-
-def _single(unit: Unit, seed: int) -> Unit:
-    cfg = RunConfig.from_dict(copy.deepcopy(unit.config))
-    cfg.train.seed, cfg.train.seeds = seed, 1
-    return Unit(unit.key, unit.factors, cfg.to_dict(), [seed])
 
 
 def _grid_part(definition: dict, grid: str) -> dict:
