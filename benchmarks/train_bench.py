@@ -1,13 +1,13 @@
 """Training benchmark: prints a table and writes JSON. Not a test: numbers depend on the machine.
 
 Measured side by side in one run:
-- the machine's fp32 matmul rate on the shapes FF training uses (median of repeats);
 - ffhw's training rate for FC networks (useful FLOPs: forward of positives and negatives, the weight
-  gradient, the neutral pass of the linear head) as a fraction of that matmul rate;
+  gradient, the neutral pass of the linear head) as a fraction of the matmul rate on the same products
+  (the step's matrix products replayed alone), steps and replays timed in alternation;
 - epoch time and the evaluation share of an epoch (validation over all labels + head);
 - seed-batched vs sequential training: N seeds of a DEPTHxWIDTH network as one seed-batched network vs
   N single networks one after another (N x the median step time of one network), for N = 10 and 30 at
-  widths 100 and 1000 (4 layers, batch 100), per layer type;
+  widths 100 and 1000 (4 layers, batch 100), per layer type, the three step kinds timed in alternation;
 - time to 98% MNIST test accuracy with the `quick` preset (test accuracy checked after every epoch,
   outside the timed training; the benchmark is not model selection).
 
@@ -35,26 +35,36 @@ from ffhw.records import code_version
 from ffhw.train import Trainer
 
 
-def matmul_gflops(m: int, k: int, n: int, repeats: int = 30) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(5):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * m * k * n / statistics.median(times) / 1e9
-
-
-def step_flops(cfg: RunConfig, in_dim: int, batch: int) -> float:
+def step_gemms(cfg: RunConfig, in_dim: int, batch: int) -> list[tuple[int, int, int, bool]]:
+    """The matrix products of one FC training step, as (rows, inner, cols, transposed-left) per product:
+    per layer the forward of positives and negatives, the weight gradient (x^T @ dz), and the neutral
+    forward for the linear head. The same list gives the useful FLOPs and the matmul-only reference."""
     dims = [in_dim, *cfg.model.hidden]
-    macs = 0
+    gemms = []
     for i, o in zip(dims, dims[1:]):
-        macs += 2 * batch * i * o * 2  # forward and weight gradient, positives and negatives
+        gemms += [(2 * batch, i, o, False), (i, 2 * batch, o, True)]
         if cfg.train.head:
-            macs += batch * i * o  # neutral forward for the head
-    return 2.0 * macs
+            gemms.append((batch, i, o, False))
+    return gemms
+
+
+def gemm_flops(gemms) -> float:
+    return sum(2.0 * m * k * n for m, k, n, _ in gemms)
+
+
+class MatmulReplay:
+    """The step's products alone (same shapes, same layouts, fp32): what the machine's matmul units
+    deliver on exactly this work, with nothing else in between."""
+
+    def __init__(self, gemms):
+        self.ops = []
+        for m, k, n, transposed in gemms:
+            left = torch.randn(1, k, m).transpose(1, 2) if transposed else torch.randn(1, m, k)
+            self.ops.append((left, torch.randn(1, k, n)))
+
+    def __call__(self):
+        for a, b in self.ops:
+            torch.bmm(a, b)
 
 
 class Timer:
@@ -101,8 +111,8 @@ def measure_training(cfg: RunConfig, d, epochs: int | None = None, check_test=Fa
     return hook, summary
 
 
-def step_seconds(cfg: RunConfig, d, steps: int, warmup: int = 3) -> float:
-    """Median wall time of one training step (all seeds of cfg) on real data."""
+def step_runner(cfg: RunConfig, d, warmup: int = 3):
+    """A callable that runs the next training step (all seeds of cfg) on real data."""
     from ffhw.train import LAYER_METRICS
     model = FFNet(cfg, d.image_shape, d.num_classes)
     trainer = Trainer(cfg, d, model, torch.device("cpu"))
@@ -110,28 +120,48 @@ def step_seconds(cfg: RunConfig, d, steps: int, warmup: int = 3) -> float:
     n_layers, s = len(model.layers), model.seeds
     sums = {k: torch.zeros(n_layers, s) for k in (*LAYER_METRICS, "seen")}
     sums["head_loss"], sums["head_acc"] = torch.zeros(s), torch.zeros(s)
-    bs, layers, times = cfg.train.batch_size, range(n_layers), []
-    for b in range(warmup + steps):
-        t = time.perf_counter()
-        trainer.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums, b)
-        if b >= warmup:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    bs, layers, steps_per_epoch = cfg.train.batch_size, range(n_layers), order.shape[1] // cfg.train.batch_size
+    count = [0]
+
+    def step():
+        b = count[0] % steps_per_epoch
+        trainer.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums, count[0])
+        count[0] += 1
+
+    for _ in range(warmup):
+        step()
+    return step
 
 
-def seed_batching(d, layer_types=("standard",), widths=(100, 1000), counts=(10, 30), depth=4, steps=15):
+def interleaved_medians(fns: dict, rounds: int, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, measured in alternating rounds so that a machine whose
+    speed drifts (shared, noisy) slows all of them alike."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def seed_batching(d, layer_types=("standard",), widths=(100, 1000), counts=(10, 30), depth=4, rounds=5, repeats=3):
+    """One step of N seeds as one seed-batched network vs N x one network's step, timed in alternation."""
     rows = []
     for layer_type in layer_types:
         for width in widths:
-            cfg = load_preset(layer_type)
-            cfg.model.hidden, cfg.train.batch_size, cfg.train.seeds = [width] * depth, 100, 1
-            single = step_seconds(cfg, d, steps)
+            runners = {}
+            for n in (1, *counts):
+                cfg = load_preset(layer_type)
+                cfg.model.hidden, cfg.train.batch_size, cfg.train.seeds = [width] * depth, 100, n
+                runners[n] = step_runner(cfg, d)
+            medians = interleaved_medians(runners, rounds, repeats)
+            single = medians[1]
             for n in counts:
-                cfg.train.seeds = n
-                batched = step_seconds(cfg, d, steps)
                 rows.append({"layer_type": layer_type, "network": f"{depth}x{width}", "seeds": n,
                              "single_step_seconds": single, "sequential_step_seconds": n * single,
-                             "batched_step_seconds": batched, "speedup": n * single / batched})
+                             "batched_step_seconds": medians[n], "speedup": n * single / medians[n]})
     return rows
 
 
@@ -139,7 +169,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="training,seeds,quick",
                    help="comma-separated: training (FLOP/s, eval share), seeds (seed batching), quick (time to 98%%)")
-    p.add_argument("--seed-types", default="standard", help="layer types of the seed-batching section")
+    p.add_argument("--seed-types", default="standard,quantized,spiking", help="layer types of the seed-batching section")
     p.add_argument("--seed-widths", default="100,1000", help="layer widths of the seed-batching section")
     p.add_argument("--out", default="benchmarks/results/train_bench.json")
     args = p.parse_args()
@@ -151,22 +181,27 @@ def main() -> int:
 
     sections = set(args.sections.split(","))
     rows = []
-    # FC 3x1000 at batch 512 and the quick preset's own shape, each with its matmul reference.
+    # FC 3x1000 at batch 512 and the quick preset's own shape. The training rate is the useful FLOPs of a
+    # step over its median time; the reference is the same step's products alone (MatmulReplay), timed
+    # in alternation with the steps. Epoch time and evaluation share come from two real epochs.
     for label, hidden, batch in (("3x1000, batch 512", [1000, 1000, 1000], 512), ("quick (2x1000, batch 100)", None, None))\
             if "training" in sections else ():
         cfg = load_preset("quick")
         if hidden:
             cfg.model.hidden, cfg.train.batch_size = hidden, batch
         b = cfg.train.batch_size
-        peak = matmul_gflops(2 * b, 1000, 1000)
+        gemms = step_gemms(cfg, 784, b)
+        flops = gemm_flops(gemms)
+        medians = interleaved_medians({"step": step_runner(cfg, d), "matmul": MatmulReplay(gemms)}, rounds=10,
+                                      repeats=max(3, 1500 // b))
         hook, _ = measure_training(cfg, d, epochs=2)
         epoch_s = statistics.median(e["train_seconds"] for e in hook.epochs)
         eval_s = statistics.median(e["eval_seconds"] for e in hook.epochs)
-        steps = -(-len(d.train) // b)
-        achieved = step_flops(cfg, 784, b) * steps / epoch_s / 1e9
         entry = {"config": label, "hidden": cfg.model.hidden, "batch_size": b, "epoch_seconds": epoch_s,
                  "eval_seconds": eval_s, "eval_share": eval_s / (epoch_s + eval_s),
-                 "train_gflops": achieved, "matmul_gflops": peak, "fraction_of_matmul": achieved / peak}
+                 "step_seconds": medians["step"], "matmul_only_step_seconds": medians["matmul"],
+                 "train_gflops": flops / medians["step"] / 1e9, "matmul_gflops": flops / medians["matmul"] / 1e9,
+                 "fraction_of_matmul": medians["matmul"] / medians["step"]}
         rows.append(entry)
     if rows:
         result["training"] = rows

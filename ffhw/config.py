@@ -86,13 +86,15 @@ class TrainConfig:
     # stays attached), so pairs (0,1),(2,3).. and (1,2),(3,4).. take turns
     schedule: str = "simultaneous"
     autocast: str = "none"  # mixed precision for the forward passes: none, bf16, fp16 (with a gradient scaler)
+    tf32: bool = False  # CUDA: fp32 matmuls and convolutions on TF32 tensor cores (no effect on the CPU)
+    compile: bool = False  # torch.compile the per-step losses and the head (README: where it measurably helps)
     head: bool = True  # train the linear classifier on neutral-label activities (loeweX)
     head_lr: float = 1e-2
     head_weight_decay: float = 3e-3
     seed: int = 0
     seeds: int = 1  # number of independent networks, seeds seed .. seed+seeds-1, trained side by side
     device: str = "auto"
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 1000  # images per evaluation batch at most (lowered to bound memory, see train.py)
     train_metrics: bool = True  # accumulate per-layer metrics over training batches
 
 

@@ -10,13 +10,49 @@ import torch.nn.functional as F
 from .config import ModelConfig
 
 
+class GoodnessStats(torch.autograd.Function):
+    """Squared L2 norm of each sample [S, N, F] -> [S, N] and, for peer normalisation, the mean of the
+    first `b` samples (the positives) [S, F], with one hand-written backward.
+
+    Forward: one fused reduction (measured 9x faster on the CPU than square().sum(), which writes the
+    squared tensor out first). Backward: 2 x grad in one pass, plus the mean's gradient added in place to
+    the positives. Plain autograd would divide by the norm and mask zero norms (vector_norm's backward),
+    and route the mean through a zero-filled slice gradient: five more memory passes over the activities.
+    """
+
+    @staticmethod
+    def forward(ctx, x, b):
+        ctx.save_for_backward(x)
+        ctx.b = b
+        sum_sq = torch.linalg.vector_norm(x, dim=-1).square()
+        positive_mean = x[:, :b].mean(1) if b else x.new_zeros(())
+        return sum_sq, positive_mean
+
+    @staticmethod
+    def backward(ctx, grad_sum_sq, grad_mean):
+        (x,) = ctx.saved_tensors
+        grad = x * (2.0 * grad_sum_sq).unsqueeze(-1)
+        if ctx.b and grad_mean is not None:
+            grad[:, :ctx.b] += (grad_mean / ctx.b).unsqueeze(1)
+        return grad, None
+
+
+def goodness_stats(act: torch.Tensor, kind: str, positives: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sum or mean of squared activities over all feature dims, act [S, N, ...] -> [S, N], and each unit's
+    mean activity over the first `positives` samples [S, F] (None when `positives` is 0)."""
+    flat = act.flatten(2)
+    if flat.requires_grad:
+        sum_sq, positive_mean = GoodnessStats.apply(flat, positives)
+        positive_mean = positive_mean if positives else None
+    else:
+        sum_sq = torch.linalg.vector_norm(flat, dim=-1).square()
+        positive_mean = flat[:, :positives].mean(1) if positives else None
+    return (sum_sq if kind == "sum" else sum_sq / flat.shape[-1]), positive_mean
+
+
 def goodness(act: torch.Tensor, kind: str) -> torch.Tensor:
     """Sum or mean of squared activities over all feature dims: act [S, N, ...] -> [S, N]."""
-    flat = act.flatten(2)
-    # The squared L2 norm: one fused reduction, measured 9x faster on the CPU than square().sum(), which
-    # writes the squared tensor out first.
-    sum_sq = torch.linalg.vector_norm(flat, dim=-1).square()
-    return sum_sq if kind == "sum" else sum_sq / flat.shape[-1]
+    return goodness_stats(act, kind)[0]
 
 
 class Objective:
@@ -29,6 +65,10 @@ class Objective:
 
     def goodness(self, act: torch.Tensor) -> torch.Tensor:
         return goodness(act, self.kind)
+
+    def goodness_and_positive_mean(self, act: torch.Tensor, positives: int):
+        """Goodness [S, N] and each unit's mean activity over the first `positives` samples [S, F] (or None)."""
+        return goodness_stats(act, self.kind, positives)
 
     def loss(self, g_pos: torch.Tensor, g_neg: torch.Tensor) -> torch.Tensor:
         """[S, N] positives and [S, N] aligned negatives -> [S]. softplus keeps large goodness finite."""
@@ -49,12 +89,11 @@ class Objective:
         return 0.5 * ((g_pos > self.threshold).float().mean(-1) + (g_neg <= self.threshold).float().mean(-1))
 
 
-def peer_update(running: torch.Tensor, act_pos: torch.Tensor, momentum: float) -> torch.Tensor:
+def peer_update(running: torch.Tensor, batch_mean: torch.Tensor, momentum: float) -> torch.Tensor:
     """New running mean of each unit's activity on positives (carries gradient through this batch).
 
-    running [S, U], act_pos [S, N, ...] -> [S, U]
+    running [S, U], batch_mean [S, U] (this batch's mean activity on positives) -> [S, U]
     """
-    batch_mean = act_pos.flatten(2).mean(1)
     return running.detach() * momentum + batch_mean * (1.0 - momentum)
 
 

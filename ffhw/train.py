@@ -11,6 +11,7 @@ uninterrupted one would have done. Metrics are accumulated as device tensors and
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 
@@ -27,6 +28,10 @@ from .objectives import peer_loss, peer_update
 from .records import RunDir
 
 LAYER_METRICS = ("loss", "layer_acc", "g_pos", "g_neg")
+# Upper bound on the largest activation tensor of one evaluation batch. Blocks above glibc's 32 MiB mmap
+# ceiling are mapped fresh at every allocation and page-faulted on first touch: evaluating a 3x1000 net
+# took 1.4x as long in batches of 1000 images (40 MB activations) as in batches of 500 (measured, CPU).
+EVAL_BATCH_BYTES = 24 << 20
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,6 +41,28 @@ def resolve_device(name: str) -> torch.device:
         from .errors import ConfigError
         raise ConfigError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(name)
+
+
+def tune_cpu_runtime() -> None:
+    """Process-wide settings that make CPU training faster without changing what it computes.
+
+    - Denormal floats appear as FF activities and Adam moments shrink, and make CPU matmuls and updates up
+      to 1.6x slower (measured); flushing them to zero changes nothing that FF can resolve.
+    - glibc's malloc hands freed megabyte blocks back to the kernel (heap trimming, mmap for large blocks),
+      so every training step page-faults its activations in afresh: 7,900 minor faults per 3x1000 step at
+      batch 512, and the step took 1.3x as long as with the memory kept (measured; the same effect is why
+      PyTorch's CPU tuning guides preload jemalloc or tcmalloc). Keeping freed memory in the process
+      (blocks up to 32 MiB from the heap, no trimming) removes it; the cost is that the process keeps
+      its peak memory. Not glibc (macOS, Windows, musl): skipped.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
+        libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+    except (OSError, AttributeError):
+        pass
 
 
 def make_optimizer(params, cfg: RunConfig, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -67,9 +94,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, data: Data, model: FFNet, device: torch.device,
                  run: RunDir | None = None, ui=None):
         self.cfg, self.data, self.model, self.device, self.run = cfg, data, model, device, run
-        # Denormal floats appear as FF activities and Adam moments shrink, and make CPU matmuls and updates
-        # up to 1.6x slower (measured); flushing them to zero changes nothing that FF can resolve.
-        torch.set_flush_denormal(True)
+        tune_cpu_runtime()
         self.ui = ui
         t = cfg.train
         self.layer_opts = [make_optimizer(self.optimized_parameters(k), cfg, t.lr, t.weight_decay)
@@ -78,6 +103,12 @@ class Trainer:
         self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.autocast)
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.autocast == "fp16")
         self.head_opt = make_optimizer(model.head_parameters(), cfg, t.head_lr, t.head_weight_decay)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
+        # Compiled: the elementwise work of each layer (normalisation, activation, goodness, loss and their
+        # gradients) fuses into a few kernels; shapes are static (one recompile for a short last batch).
+        self.step_losses = torch.compile(self.layer_losses, dynamic=False) if t.compile else self.layer_losses
+        self.step_head_loss = torch.compile(self.head_loss, dynamic=False) if t.compile else self.head_loss
         self.rows: list[dict] = []
         self.start_epoch = 0
         self._eval_negatives: dict[str, torch.Tensor] = {}
@@ -154,9 +185,10 @@ class Trainer:
         b = idx.shape[1]
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             x = torch.cat([enc.embed(images, labels), enc.embed(images, negatives.gather(1, idx))], dim=1)
-            total, stepped, _ = self.layer_losses(x, b, layers, step, sums)
+            # the step enters only through its parity (APL), so a compiled step is not rebuilt every batch
+            total, stepped, _ = self.step_losses(x, b, layers, step % 2, sums)
             if self.cfg.train.head:
-                total = total + self.head_loss(images, labels, sums)
+                total = total + self.step_head_loss(images, labels, sums)
         self.scaler.scale(total).backward()
         for k in stepped:
             self.scaler.step(self.layer_opts[k])
@@ -185,12 +217,12 @@ class Trainer:
                 inp = out.out  # stays attached: the next block's loss trains this block too
                 continue
             stepped.append(k)
-            g = obj.goodness(out.act.float())
+            g, positive_mean = obj.goodness_and_positive_mean(out.act.float(), b if cfg.peer_norm > 0 else 0)
             g_pos, g_neg = g[:, :b], g[:, b:]
             loss = obj.loss(g_pos, g_neg)
             objective = loss
             if cfg.peer_norm > 0:
-                running = peer_update(layer.peer_running, out.act[:, :b], cfg.peer_momentum)
+                running = peer_update(layer.peer_running, positive_mean, cfg.peer_momentum)
                 layer.peer_running.copy_(running.detach())
                 objective = loss + cfg.peer_norm * peer_loss(running)
             losses[k] = objective.sum()  # seeds add: each seed's gradient only sees its own loss
@@ -223,12 +255,19 @@ class Trainer:
             self._eval_negatives[name] = random_negatives(split.y, self.data.num_classes, g)
         return self._eval_negatives[name]
 
+    def eval_batch_images(self) -> int:
+        """Images per evaluation batch: `train.eval_batch_size`, lowered until the widest layer's activities
+        for all seeds and labels fit in EVAL_BATCH_BYTES."""
+        widest = max(layer.units for layer in self.model.layers)
+        per_image = self.model.seeds * self.data.num_classes * widest * 4
+        return max(1, min(self.cfg.train.eval_batch_size, EVAL_BATCH_BYTES // per_image))
+
     @torch.no_grad()
     def all_label_goodness(self, split: Split) -> torch.Tensor:
         """Goodness of the classifier layers for every label, [S, N, C] (for hard negatives)."""
         self.model.eval()
         parts = []
-        bs = self.cfg.train.eval_batch_size
+        bs = self.eval_batch_images()
         for start in range(0, len(split), bs):
             g, _, _ = self.model.evaluate_batch(split.images(slice(start, start + bs)), with_head=False)
             parts.append(g[self.model.classifier_layers].sum(0))
@@ -247,7 +286,7 @@ class Trainer:
         sums = {"loss": zeros(), "layer_acc": zeros(), "layer_acc10": zeros(), "g_pos": zeros(), "g_neg": zeros()}
         net = {"acc_goodness": torch.zeros(s, device=self.device), "acc_head": torch.zeros(s, device=self.device)}
         stat_sums: list[dict[str, torch.Tensor]] = [{} for _ in range(n_layers)]
-        bs = self.cfg.train.eval_batch_size
+        bs = self.eval_batch_images()
         for start in range(0, len(split), bs):
             sl = slice(start, start + bs)
             images, y, yn = split.images(sl), split.y[sl], neg_all[sl]

@@ -1,13 +1,28 @@
 import torch
 
 from ffhw.config import ModelConfig
-from ffhw.objectives import Objective, goodness, peer_loss, peer_update
+from ffhw.objectives import Objective, goodness, goodness_stats, peer_loss, peer_update
 
 
 def test_goodness_sum_and_mean():
     act = torch.tensor([[[1.0, 2.0], [0.0, 3.0]]])
     assert torch.equal(goodness(act, "sum"), torch.tensor([[5.0, 9.0]]))
     assert torch.equal(goodness(act, "mean"), torch.tensor([[2.5, 4.5]]))
+
+
+def test_goodness_stats_gradient_matches_autograd():
+    """The hand-written backward (goodness and the positives' mean in one pass) equals plain autograd."""
+    act = torch.randn(2, 6, 5, dtype=torch.float64).relu().requires_grad_()
+    w_g, w_m = torch.randn(2, 6, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    for kind in ("sum", "mean"):
+        g, mean = goodness_stats(act, kind, positives=3)
+        fused = torch.autograd.grad((g * w_g).sum() + (mean * w_m).sum(), act)[0]
+        ref_g = act.square().sum(-1) / (1 if kind == "sum" else 5)
+        ref = torch.autograd.grad((ref_g * w_g).sum() + (act[:, :3].mean(1) * w_m).sum(), act)[0]
+        assert torch.allclose(g, ref_g) and torch.allclose(mean, act[:, :3].mean(1))
+        assert torch.allclose(fused, ref)
+    g, mean = goodness_stats(act, "sum")
+    assert mean is None and torch.allclose(torch.autograd.grad(g.sum(), act)[0], 2 * act)
 
 
 def test_threshold_loss_is_stable_at_huge_goodness():
@@ -41,7 +56,7 @@ def test_binary_accuracy_hand_made():
 def test_peer_norm_penalises_uneven_units_and_follows_momentum():
     running = torch.full((1, 4), 0.5)
     act = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]]).expand(1, 8, 4)
-    new = peer_update(running, act, momentum=0.9)
+    new = peer_update(running, act.mean(1), momentum=0.9)
     assert torch.allclose(new, torch.tensor([[0.55, 0.45, 0.45, 0.45]]))
     assert peer_loss(torch.full((1, 4), 0.3)).item() == 0.0
     assert peer_loss(new).item() > 0

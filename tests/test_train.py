@@ -135,3 +135,37 @@ def test_greedy_schedule_trains_one_layer_at_a_time(mnist_small):
     assert not torch.equal(before, t.model.layers[1].weight)
     trained = {(r["epoch"], r["layer"]) for r in t.rows if r["split"] == "train" and r["metric"] == "loss"}
     assert trained == {(1, "0"), (2, "1")}
+
+
+def test_evaluation_does_not_depend_on_its_batch_size(mnist_small):
+    """Metrics are sums over evaluation batches: 7-image batches and the memory-bounded default agree."""
+    cfg = small_config(epochs=1, seeds=2)
+    tr = trainer_for(cfg, mnist_small)
+    tr.fit()
+    whole = tr.evaluate("val", mnist_small.val)
+    tr.cfg.train.eval_batch_size = 7
+    assert tr.eval_batch_images() == 7
+    small = tr.evaluate("val", mnist_small.val)
+    for key, value in whole.items():
+        assert torch.allclose(value, small[key], rtol=1e-4, atol=1e-5), key
+
+
+def test_evaluation_batch_is_bounded_by_activation_memory(mnist_small):
+    from ffhw.train import EVAL_BATCH_BYTES
+    cfg = small_config(hidden=(2000, 100), seeds=3)
+    tr = trainer_for(cfg, mnist_small)
+    n = tr.eval_batch_images()
+    assert n * 3 * 10 * 2000 * 4 <= EVAL_BATCH_BYTES < (n + 1) * 3 * 10 * 2000 * 4
+
+
+def test_compiled_step_trains_like_eager(mnist_small):
+    """train.compile changes how the step runs, not what it computes."""
+    runs = {}
+    for compiled in (False, True):
+        cfg = small_config(hidden=(64, 64), epochs=1, compile=compiled)
+        cfg.data.train_subset = 600
+        tr = trainer_for(cfg, mnist_small)
+        tr.fit()
+        runs[compiled] = tr
+    for (a, b) in zip(runs[False].model.parameters(), runs[True].model.parameters()):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)

@@ -95,7 +95,10 @@ class FFLayer(nn.Module):
 
     def hardware_stats(self, out: LayerOutput) -> dict[str, torch.Tensor]:
         """Per-seed [S] statistics of one evaluation batch; averaged over batches by the trainer."""
-        return {"sparsity": (out.out == 0).flatten(1).float().mean(-1)}
+        flat = out.out.flatten(1)
+        # A float comparison output and a float mean: both vectorised, where a bool mask, count_nonzero or
+        # vector_norm(ord=0) run 3-7x slower on the CPU (measured).
+        return {"sparsity": 1.0 - torch.ne(flat, 0, out=torch.empty_like(flat)).mean(-1)}
 
     def static_stats(self) -> dict[str, torch.Tensor | float]:
         """Per-seed statistics of the parameters (bit widths, weight levels); recorded once per epoch."""
@@ -173,8 +176,16 @@ def normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, norm: str) -> torch.Tensor:
-    """norm(x) @ W + b with a seed dimension: x [S, N, D], W [S, D, U], b [S, 1, U]."""
-    return torch.baddbmm(bias, normalize(x, norm), weight)
+    """norm(x) @ W + b with a seed dimension: x [S, N, D], W [S, D, U], b [S, 1, U].
+
+    The per-sample normalisation factor is applied to the product, b + s * (x @ W), in one addcmul: that
+    skips writing the normalised input and broadcasting the bias into the output (two memory passes;
+    measured ~10% of an evaluation pass on the CPU). Equal to the textbook form up to float rounding.
+    """
+    if norm == "none":
+        return torch.baddbmm(bias, x, weight)
+    scale = norm_scale(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square(), x.shape[-1], norm)
+    return torch.addcmul(bias, torch.bmm(x, weight), scale)
 
 
 def affine_labels(base: torch.Tensor, patterns: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -192,16 +203,18 @@ def affine_labels(base: torch.Tensor, patterns: torch.Tensor, weight: torch.Tens
     sum_sq = (torch.linalg.vector_norm(base, dim=-1, keepdim=True).square()
               + torch.linalg.vector_norm(patterns, dim=-1).square())  # [S, N, C]
     scale = norm_scale(sum_sq, d, norm)
-    z = (z_base[:, :, None, :] + z_label[:, None, :, :]) * scale[..., None] + bias[:, :, None, :]
+    z = torch.addcmul(bias[:, :, None, :], z_base[:, :, None, :] + z_label[:, None, :, :], scale[..., None])
     return z.reshape(s, n * c, -1)
 
 
 class StraightThroughReLU(torch.autograd.Function):
-    """ReLU forward, identity gradient backward (loeweX's ReLU_full_grad): dead units keep learning."""
+    """ReLU forward, identity gradient backward (loeweX's ReLU_full_grad): dead units keep learning.
+    In place: the input is a fresh pre-activation that nothing else reads (see `relu`)."""
 
     @staticmethod
     def forward(ctx, z):
-        return z.clamp_min(0)
+        ctx.mark_dirty(z)
+        return z.clamp_min_(0)
 
     @staticmethod
     def backward(ctx, grad):
@@ -209,7 +222,8 @@ class StraightThroughReLU(torch.autograd.Function):
 
 
 def relu(z: torch.Tensor, straight_through: bool) -> torch.Tensor:
-    return StraightThroughReLU.apply(z) if straight_through else torch.relu(z)
+    """ReLU of a freshly computed pre-activation, in place (one memory pass less; `z` must not be reused)."""
+    return StraightThroughReLU.apply(z) if straight_through else torch.relu_(z)
 
 
 def init_std(out_features: int) -> float:
