@@ -8,6 +8,7 @@ Measured side by side in one run:
 - seed-batched vs sequential training: N seeds of a DEPTHxWIDTH network as one seed-batched network vs
   N single networks one after another (N x the median step time of one network), for N = 10 and 30 at
   widths 100 and 1000 (4 layers, batch 100), per layer type, the three step kinds timed in alternation;
+- (--sections compile) torch.compile of the step's losses vs eager, steps timed in alternation;
 - time to 98% MNIST test accuracy with the `quick` preset (test accuracy checked after every epoch,
   outside the timed training; the benchmark is not model selection).
 
@@ -168,7 +169,8 @@ def seed_batching(d, layer_types=("standard",), widths=(100, 1000), counts=(10, 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="training,seeds,quick",
-                   help="comma-separated: training (FLOP/s, eval share), seeds (seed batching), quick (time to 98%%)")
+                   help="comma-separated: training (FLOP/s, eval share), seeds (seed batching), quick (time to 98%%), "
+                        "compile (torch.compile vs eager; not in the default)")
     p.add_argument("--seed-types", default="standard,quantized,spiking", help="layer types of the seed-batching section")
     p.add_argument("--seed-widths", default="100,1000", help="layer widths of the seed-batching section")
     p.add_argument("--out", default="benchmarks/results/train_bench.json")
@@ -205,6 +207,20 @@ def main() -> int:
         rows.append(entry)
     if rows:
         result["training"] = rows
+    if "compile" in sections:  # torch.compile of the step's losses vs eager, steps timed in alternation
+        result["compile"] = []
+        for label, hidden, batch in (("3x1000, batch 512", [1000, 1000, 1000], 512), ("quick (2x1000, batch 100)", [1000, 1000], 100)):
+            runners, setup = {}, {}
+            for compiled in (False, True):
+                cfg = load_preset("quick")
+                cfg.model.hidden, cfg.train.batch_size, cfg.train.compile = hidden, batch, compiled
+                t = time.perf_counter()
+                runners[compiled] = step_runner(cfg, d)
+                setup[compiled] = time.perf_counter() - t
+            medians = interleaved_medians(runners, rounds=8, repeats=5)
+            result["compile"].append({"config": label, "eager_step_seconds": medians[False],
+                                      "compiled_step_seconds": medians[True], "speedup": medians[False] / medians[True],
+                                      "compile_and_warmup_seconds": setup[True]})
     if "seeds" in sections:
         result["seed_batching"] = seed_batching(d, tuple(args.seed_types.split(",")),
                                                 tuple(int(w) for w in args.seed_widths.split(",")))
@@ -225,6 +241,14 @@ def main() -> int:
                       f"{r['train_gflops']:.0f}", f"{r['matmul_gflops']:.0f}", f"{r['fraction_of_matmul']:.1%}")
     if rows:
         console.print(table)
+    if "compile" in result:
+        t3 = Table(title="torch.compile (train.compile) vs eager: median training step", title_justify="left")
+        for col in ("config", "eager (ms)", "compiled (ms)", "speedup", "compile + warm-up (s)"):
+            t3.add_column(col, justify="right")
+        for r in result["compile"]:
+            t3.add_row(r["config"], f"{1e3 * r['eager_step_seconds']:.1f}", f"{1e3 * r['compiled_step_seconds']:.1f}",
+                       f"{r['speedup']:.2f}x", f"{r['compile_and_warmup_seconds']:.0f}")
+        console.print(t3)
     if "seed_batching" in result:
         t2 = Table(title="seed-batched vs sequential (one training step of all seeds, batch 100)", title_justify="left")
         for col in ("layer type", "network", "seeds", "one network (ms)", "sequential (ms)", "batched (ms)", "speedup"):
@@ -244,7 +268,12 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
-    out.write_text(json.dumps({**previous, **result}, indent=2) + "\n")  # sections not run keep their last numbers
+    # Sections not run keep their last numbers; `provenance` says which code and command made each section.
+    made_by = {"code": result["code"], "command": result["command"], "machine": result["machine"],
+               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    provenance = {**previous.get("provenance", {}),
+                  **{key: made_by for key in ("training", "compile", "seed_batching", "quick") if key in result}}
+    out.write_text(json.dumps({**previous, **result, "provenance": provenance}, indent=2) + "\n")
     console.print(f"written {out}")
     return 0
 

@@ -179,26 +179,36 @@ class Study:
         return units
 
 
-def choose_seed_batch(cfg: RunConfig, seeds: int) -> int:
-    """How many seeds of one configuration to train side by side.
+# CPU: the largest activation tensor of a seed-batched training step stays under this. Measured (benchmarks/
+# train_bench.py --sections seeds, 2-core CPU, batch 100): 30 standard 4x1000 networks (24 MB) ran 1.26x
+# faster batched than one after another, 10 spiking 4x1000 networks at T = 8 (64 MB) 1.20x, 30 of them
+# (192 MB) 0.95x; 4x100 networks of every type gain 1.1-3.5x.
+SEED_BATCH_BYTES_CPU = 64 << 20
 
-    Small networks are bound by per-step overhead, so stacking seeds costs almost nothing extra; large
-    ones are bound by arithmetic, where stacking only adds memory. CPU rule, from the seed-batching section
-    of benchmarks/train_bench.py on a 2-core CPU: batch every seed when the widest layer has at most 512
-    units, else one seed at a time. GPU: batch as many seeds as keep weights, gradients and Adam state
-    under 2 GB (a memory bound; the GPU crossover has not been measured yet). Conv networks on the CPU
-    train one seed at a time."""
+
+def choose_seed_batch(cfg: RunConfig, seeds: int) -> int:
+    """How many seeds of one configuration to train side by side (chunks of this size).
+
+    Small networks are bound by per-step overhead, so stacking seeds costs almost nothing extra; once the
+    stacked activations outgrow the caches and the allocator's reuse, stacking stops paying. CPU: as many
+    seeds as keep the largest activation tensor of a step (positives and negatives x widest layer x the
+    layer type's values per unit) under SEED_BATCH_BYTES_CPU. GPU: as many as keep weights, gradients and
+    Adam state under 2 GB (a memory bound; the GPU crossover has not been measured). Conv networks on the
+    CPU train one seed at a time."""
+    from .layers import get_layer_type
     device = cfg.train.device
     if device == "auto":
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.model.architecture != "fc":
         return 1 if device != "cuda" else seeds
-    widest = max(cfg.model.hidden)
     if device == "cuda":
         per_seed = 4 * sum(a * b for a, b in zip([784, *cfg.model.hidden], cfg.model.hidden)) * 4  # weights+Adam+grad
         return max(1, min(seeds, int(2e9 // max(per_seed, 1))))
-    return seeds if widest <= 512 else 1
+    layer_cls = get_layer_type(cfg.model.layer_type, conv=False)
+    values = layer_cls.values_per_unit(layer_cls.resolve_options(dict(cfg.model.layer)))
+    per_seed = 2 * cfg.train.batch_size * max(cfg.model.hidden) * values * 4
+    return max(1, min(seeds, SEED_BATCH_BYTES_CPU // per_seed))
 
 
 # ---------------------------------------------------------------------------------------------- cell records

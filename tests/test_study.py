@@ -110,3 +110,22 @@ def test_report_from_records_only(uninterrupted):
     out = analyze(uninterrupted, quiet=True)
     assert (uninterrupted / "REPORT.md").exists() and (uninterrupted / "figures" / "correlation.png").exists()
     assert set(out["configurations"]) == {"depth-2_width-16", "depth-3_width-16"}
+
+
+def test_seed_batch_rule_bounds_step_memory_on_the_cpu():
+    from ffhw.config import RunConfig
+    from ffhw.study import SEED_BATCH_BYTES_CPU, choose_seed_batch
+
+    def cfg(layer_type, width, **layer):
+        c = RunConfig()
+        c.model.layer_type, c.model.hidden, c.model.layer = layer_type, [width] * 4, layer
+        c.train.batch_size, c.train.device = 100, "cpu"
+        return c
+
+    assert choose_seed_batch(cfg("standard", 100), 30) == 30
+    assert choose_seed_batch(cfg("standard", 1000), 30) == 30  # 30 x 200 x 1000 floats = 24 MB
+    spiking = choose_seed_batch(cfg("spiking", 1000, steps=8), 30)  # 6.4 MB per seed
+    assert spiking == SEED_BATCH_BYTES_CPU // (200 * 1000 * 8 * 4) == 10
+    conv = cfg("standard", 100)
+    conv.model.architecture = "small"
+    assert choose_seed_batch(conv, 30) == 1

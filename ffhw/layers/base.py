@@ -76,6 +76,12 @@ class FFLayer(nn.Module):
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{cls.type_name} layer options: {exc}") from None
 
+    @classmethod
+    def values_per_unit(cls, options: Any) -> int:
+        """Activity values one unit holds per sample in a training step (spiking: one per time step); sizes
+        the memory of seed-batched steps."""
+        return 1
+
     @property
     def units(self) -> int:
         return self.out_features

@@ -124,6 +124,10 @@ def linear_module(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
 class SpikingLayer(FFLayer):
     Options = SpikingOptions
 
+    @classmethod
+    def values_per_unit(cls, options: SpikingOptions) -> int:
+        return options.steps  # membrane and spikes per time step
+
     def __init__(self, index, in_features, out_features, seeds, model, options: SpikingOptions, generators):
         super().__init__(index, in_features, out_features, seeds, model, options, generators)
         self.weight = nn.Parameter(seed_normal((in_features, out_features), init_std(out_features), generators))
