@@ -268,6 +268,12 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
+    if "seed_batching" in result:  # rows of layer types not run this time are kept, with their provenance
+        run_types = {r["layer_type"] for r in result["seed_batching"]}
+        kept = [r for r in previous.get("seed_batching", []) if r["layer_type"] not in run_types]
+        for r in kept:
+            r.setdefault("provenance", previous.get("provenance", {}).get("seed_batching"))
+        result["seed_batching"] = kept + result["seed_batching"]
     # Sections not run keep their last numbers; `provenance` says which code and command made each section.
     made_by = {"code": result["code"], "command": result["command"], "machine": result["machine"],
                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -10,15 +10,23 @@
 - Bias: int32 with scale = input scale x weight scale (Int32Bias), as integer kernels expect.
 - Scales of inputs and activations are learned from statistics, then as parameters, per layer and seed.
 Only quantizers that Brevitas can export to QCDQ are used (besides the optional binary weights).
-Brevitas modules have no seed dimension, so each seed holds its own modules and they run in turn.
+
+Fully connected layers train seed-batched: Brevitas modules have no seed dimension (and `torch.vmap` does not
+go through its autograd functions), so `SeedActQuant` and `QuantizedLayer.quant_weight` restate exactly these
+Brevitas quantizers with a leading seed dimension, every scale per seed, built from Brevitas's own
+straight-through functions. For export, each seed becomes a Brevitas `QuantUnit` holding the learned values
+(tests check training step by step against Brevitas units, and ONNX parity). Conv blocks keep one Brevitas
+unit per seed (the CPU trains conv networks one seed at a time).
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from brevitas import nn as qnn
+from brevitas.function.ops_ste import binary_sign_ste, round_ste, scalar_clamp_min_ste, tensor_clamp_ste
 from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat, Int32Bias,
                             SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat)
 from torch import nn
@@ -64,53 +72,145 @@ def weight_quantizer(opts: QuantizedOptions, binary_scale: float) -> dict:
 
 
 class QuantUnit(nn.Module):
-    """One seed's quantized layer."""
+    """One seed's quantized layer as Brevitas modules: what an FC layer exports (and the reference its
+    seed-batched training is tested against)."""
 
-    def __init__(self, in_features: int, out_features: int, opts: QuantizedOptions, weight: torch.Tensor):
+    def __init__(self, in_features: int, out_features: int, opts: QuantizedOptions, weight: torch.Tensor,
+                 collect_stats_steps: int = 300):
         super().__init__()
         self.input_quant = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=opts.input_bits,
-                                             return_quant_tensor=True)
+                                             return_quant_tensor=True, collect_stats_steps=collect_stats_steps)
         self.linear = qnn.QuantLinear(in_features, out_features, bias=True, bias_quant=Int32Bias,
                                       return_quant_tensor=False, **weight_quantizer(opts, init_std(out_features)))
         with torch.no_grad():
             self.linear.weight.copy_(weight.t())
             self.linear.bias.zero_()
-        self.act = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=opts.act_bits, return_quant_tensor=False)
+        self.act = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=opts.act_bits, return_quant_tensor=False,
+                                 collect_stats_steps=collect_stats_steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.linear(self.input_quant(x)))
+
+
+SCALE_MIN = 1e-10  # Brevitas's scaling_min_val for these quantizers
+
+
+def seed_abs_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """Brevitas's AbsPercentile over each seed's whole tensor: x [S, ...] -> [S]."""
+    flat = x.reshape(x.shape[0], -1).abs()
+    k = int(math.floor(0.01 * q * flat.shape[1] + 0.5))  # 1-indexed, rounded as Brevitas does
+    return flat.kthvalue(max(k, 1), dim=1).values
+
+
+class SeedActQuant(nn.Module):
+    """Brevitas's Uint8ActPerTensorFloat (unsigned, per-tensor float scale) with a seed dimension.
+
+    As ParameterFromRuntimeStatsScaling: for the first `collect_steps` training calls the clipping threshold
+    is the 99.999th percentile of |x| (per seed), averaged into `buffer` with momentum 0.1; at the next call
+    the learned `value` is initialised from it (multiplied, as Brevitas does) and trained from then on.
+    scale = threshold / (2^bits - 1); x -> clamp(round_ste(x / scale), 0, 2^bits - 1) * scale.
+    """
+
+    def __init__(self, seeds: int, bits: int, collect_steps: int = 300, momentum: float = 0.1,
+                 percentile: float = 99.999):
+        super().__init__()
+        self.bits, self.collect_steps, self.momentum, self.percentile = bits, collect_steps, momentum, percentile
+        self.value = nn.Parameter(torch.ones(seeds))
+        self.register_buffer("buffer", torch.ones(seeds))
+        self.register_buffer("counter", torch.zeros((), dtype=torch.long))
+        self.count = 0  # host copy of `counter`: read every call without a device sync
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "count", int(module.counter)))
+
+    def _advance(self, count: int) -> None:
+        self.count = count
+        self.counter.fill_(count)
+
+    def threshold(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-seed clipping threshold [S] for input x [S, ...] (advances the statistics in training)."""
+        if self.training and self.count < self.collect_steps:
+            stats = scalar_clamp_min_ste(seed_abs_percentile(x, self.percentile) + 0.0 * self.value, SCALE_MIN)
+            with torch.no_grad():
+                if self.count == 0:
+                    self.buffer.mul_(stats)
+                else:
+                    self.buffer.mul_(1 - self.momentum).add_(self.momentum * stats)
+            self._advance(self.count + 1)
+            return stats
+        if self.training and self.count == self.collect_steps:
+            with torch.no_grad():
+                self.buffer.abs_()
+                self.value.mul_(self.buffer)
+            self._advance(self.collect_steps + 1)
+        if not self.training and self.count <= self.collect_steps:
+            return scalar_clamp_min_ste(self.buffer.abs(), SCALE_MIN)
+        return scalar_clamp_min_ste(self.value.abs(), SCALE_MIN)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantized x and its scale [S, 1, ..., 1]."""
+        levels = 2 ** self.bits - 1
+        scale = (self.threshold(x) / levels).view(-1, *[1] * (x.dim() - 1))
+        return torch.clamp(round_ste(x / scale), 0, levels) * scale, scale
+
+    def deployed_threshold(self) -> torch.Tensor:
+        """The threshold an exported unit uses (eval mode), per seed."""
+        with torch.no_grad():
+            return (self.buffer if self.count <= self.collect_steps else self.value).abs().clamp_min(SCALE_MIN)
 
 
 @register("quantized")
 class QuantizedLayer(FFLayer):
     Options = QuantizedOptions
 
-    def __init__(self, index, in_features, out_features, seeds, model, options: QuantizedOptions, generators):
+    def __init__(self, index, in_features, out_features, seeds, model, options: QuantizedOptions, generators,
+                 collect_stats_steps: int = 300):
         super().__init__(index, in_features, out_features, seeds, model, options, generators)
-        init = seed_normal((in_features, out_features), init_std(out_features), generators)
-        self.units_per_seed = nn.ModuleList(QuantUnit(in_features, out_features, options, w) for w in init)
+        self.collect_stats_steps = collect_stats_steps
+        self.weight = nn.Parameter(seed_normal((in_features, out_features), init_std(out_features), generators))
+        self.bias = nn.Parameter(torch.zeros(seeds, 1, out_features))
+        self.input_quant = SeedActQuant(seeds, options.input_bits, collect_stats_steps)
+        self.act_quant = SeedActQuant(seeds, options.act_bits, collect_stats_steps)
+
+    @classmethod
+    def values_per_unit(cls, options: QuantizedOptions) -> int:
+        return 4  # each quantizer keeps the scaled, rounded, clamped and rescaled activities for backward
+
+    def weight_scale(self) -> torch.Tensor:
+        """Int8WeightPerTensorFloat / PerChannelFloat: abs-max / (2^(b-1) - 1), narrow range; [S, 1, 1 or U]."""
+        if self.options.weight_bits == 1:
+            return self.weight.new_full((self.seeds, 1, 1), init_std(self.out_features))
+        dims = (1, 2) if self.options.scaling == "tensor" else (1,)
+        amax = scalar_clamp_min_ste(self.weight.abs().amax(dim=dims, keepdim=True), SCALE_MIN)
+        return amax / (2 ** (self.options.weight_bits - 1) - 1)
+
+    def int_weight(self, scale: torch.Tensor) -> torch.Tensor:
+        """Integer weights (straight-through rounding and clamp), [S, D, U]."""
+        if self.options.weight_bits == 1:
+            with torch.no_grad():  # Brevitas's ClampedBinaryQuant clamps the latent weights in place
+                self.weight.clamp_(-init_std(self.out_features), init_std(self.out_features))
+            return binary_sign_ste(self.weight)
+        top = 2 ** (self.options.weight_bits - 1) - 1
+        return tensor_clamp_ste(round_ste(self.weight / scale), self.weight.new_tensor(-top), self.weight.new_tensor(top))
 
     def forward(self, x: torch.Tensor) -> LayerOutput:
-        x = normalize(x, self.norm)
-        h = torch.stack([unit(x[s]) for s, unit in enumerate(self.units_per_seed)])
+        x_q, input_scale = self.input_quant(normalize(x, self.norm))
+        w_scale = self.weight_scale()
+        w_q = self.int_weight(w_scale) * w_scale
+        bias_scale = input_scale * w_scale  # Int32Bias: the accumulator's scale
+        b_q = torch.clamp(round_ste(self.bias / bias_scale), -2 ** 31, 2 ** 31 - 1) * bias_scale
+        h, _ = self.act_quant(torch.relu(torch.baddbmm(b_q, x_q, w_q)))
         return LayerOutput(act=h, out=h)
 
     def weight_bits(self) -> int:
         return self.options.weight_bits
 
-    def quant_weights(self, unit):
-        return unit.linear.quant_weight()
-
     @torch.no_grad()
     def weight_levels(self) -> torch.Tensor:
         """Distinct integer weight levels in use, per seed (largest over scale groups for per-channel)."""
-        counts = []
-        for unit in self.units_per_seed:
-            w = self.quant_weights(unit)
-            ints = torch.sign(w.value) if self.options.weight_bits == 1 else w.int()
-            counts.append(max(len(torch.unique(row)) for row in ints) if self.options.scaling == "channel"
-                          else len(torch.unique(ints)))
-        return torch.tensor(counts, dtype=torch.float32)
+        ints = self.int_weight(self.weight_scale())
+        if self.options.scaling == "channel":
+            return torch.tensor([float(max(len(torch.unique(ints[s, :, u])) for u in range(self.out_features)))
+                                 for s in range(self.seeds)])
+        return torch.tensor([float(len(torch.unique(ints[s]))) for s in range(self.seeds)])
 
     def static_stats(self) -> dict[str, torch.Tensor | float]:
         o = self.options
@@ -128,12 +228,38 @@ class QuantizedLayer(FFLayer):
         # Integer kernels run sub-8-bit weights as int8; BOPs count the bits the format could exploit.
         return {**counts, "mac_kind": "int8_mac", "bops": counts["macs"] * o.weight_bits * o.input_bits}
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Models saved before FC layers were seed-batched hold one Brevitas unit per seed: restack them."""
+        old = f"{prefix}units_per_seed."
+        if any(key.startswith(old) for key in state_dict):
+            unit = [{k[len(f"{old}{s}."):]: state_dict.pop(k) for k in list(state_dict) if k.startswith(f"{old}{s}.")}
+                    for s in range(self.seeds)]
+            act = "act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value"
+            state_dict[prefix + "weight"] = torch.stack([u["linear.weight"].t() for u in unit])
+            state_dict[prefix + "bias"] = torch.stack([u["linear.bias"].view(1, -1) for u in unit])
+            for name, key in (("input_quant", f"input_quant.{act}"), ("act_quant", f"act.{act}")):
+                values = [u.get(key) for u in unit]
+                trained = all(v is not None for v in values)
+                state_dict[f"{prefix}{name}.value"] = torch.stack(values).view(-1) if trained else torch.ones(self.seeds)
+                state_dict[f"{prefix}{name}.buffer"] = torch.ones(self.seeds)
+                state_dict[f"{prefix}{name}.counter"] = torch.tensor(self.collect_stats_steps + 1 if trained else 0)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # ---- export ----
+    def export_unit(self, seed: int) -> QuantUnit:
+        """This seed's layer as Brevitas modules holding the learned weights and clipping thresholds."""
+        unit = QuantUnit(self.in_features, self.out_features, self.options, self.weight[seed].detach())
+        act = "act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value"
+        unit.load_state_dict({"linear.weight": self.weight[seed].detach().t(), "linear.bias": self.bias[seed].detach().view(-1),
+                              f"input_quant.{act}": self.input_quant.deployed_threshold()[seed],
+                              f"act.{act}": self.act_quant.deployed_threshold()[seed]})
+        return unit.eval()
+
     def export_module(self, seed: int) -> nn.Module:
         if self.options.weight_bits == 1:
             raise FFHWError("binary weights cannot be exported to QCDQ ONNX (onnxruntime has no 1-bit kernels); "
                             "train with weight_bits >= 2 to export")
-        return QuantExport(copy.deepcopy(self.units_per_seed[seed]).eval(), self.norm)
+        return QuantExport(self.export_unit(seed), self.norm)
 
     def export_meta(self) -> dict:
         o = self.options
@@ -157,10 +283,13 @@ class QuantizedLayer(FFLayer):
                      dynamic_axes=dynamic_axes, dynamo=False)
         return f"brevitas {brevitas.__version__} export_qonnx"
 
+    def output_step(self) -> float:
+        """The smallest output quantisation step over seeds (parity is judged in these units)."""
+        return float((self.act_quant.deployed_threshold() / (2 ** self.options.act_bits - 1)).min())
+
     def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
         """Compared in units of the output quantisation step: integer kernels may round one step apart."""
-        step = min(float(unit.act.act_quant.scale()) for unit in self.units_per_seed)
-        err = (reference - exported).abs().max().item() / step
+        err = (reference - exported).abs().max().item() / self.output_step()
         return {"metric": "max abs error in output quantisation steps", "value": err, "tolerance": 1.0,
                 "ok": err <= 1.0 + 1e-3}
 
@@ -196,7 +325,10 @@ class QuantConvExport(nn.Module):
 
 @register("quantized", kind="conv")
 class QuantizedConvBlock(ConvBlock, QuantizedLayer):
-    """Brevitas QuantConv2d blocks; the export, parity, statistics and footprint rules are the FC layer's."""
+    """Brevitas QuantConv2d blocks, one unit per seed; options, export writers and parity rule are the FC layer's."""
+
+    def _load_from_state_dict(self, *args, **kwargs):  # per-seed units are this block's own layout
+        nn.Module._load_from_state_dict(self, *args, **kwargs)
 
     def __init__(self, index, in_shape, out_channels, pool, seeds, model, options: QuantizedOptions, generators):
         ConvBlock.__init__(self, index, in_shape, out_channels, pool, seeds, model, options, generators)
@@ -208,8 +340,19 @@ class QuantizedConvBlock(ConvBlock, QuantizedLayer):
         h = torch.stack([unit(x[s]) for s, unit in enumerate(self.units_per_seed)])
         return LayerOutput(act=h, out=h)
 
-    def quant_weights(self, unit):
-        return unit.conv.quant_weight()
+    @torch.no_grad()
+    def weight_levels(self) -> torch.Tensor:
+        """Distinct integer weight levels in use, per seed (largest over scale groups for per-channel)."""
+        counts = []
+        for unit in self.units_per_seed:
+            w = unit.conv.quant_weight()
+            ints = torch.sign(w.value) if self.options.weight_bits == 1 else w.int()
+            counts.append(max(len(torch.unique(row)) for row in ints) if self.options.scaling == "channel"
+                          else len(torch.unique(ints)))
+        return torch.tensor(counts, dtype=torch.float32)
+
+    def output_step(self) -> float:
+        return min(float(unit.act.act_quant.scale()) for unit in self.units_per_seed)
 
     def export_module(self, seed: int) -> nn.Module:
         if self.options.weight_bits == 1:

@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from ffhw.config import ModelConfig
+from ffhw.layers.base import normalize
+from ffhw.layers.quantized import QuantUnit
 from ffhw.errors import ConfigError
 from ffhw.layers import get_layer_type
 from ffhw.model import seed_generators
@@ -17,8 +19,8 @@ def make(weight_bits, scaling="tensor", seeds=2, act_bits=8):
 @pytest.mark.parametrize("scaling", ["tensor", "channel"])
 def test_weights_take_at_most_2_to_the_b_values_per_scale_group(bits, scaling):
     layer = make(bits, scaling)
-    for unit in layer.units_per_seed:
-        qw = unit.linear.quant_weight()
+    for seed in range(layer.seeds):
+        qw = layer.export_unit(seed).linear.quant_weight()  # Brevitas's view of the trained weights
         groups = qw.value if scaling == "channel" else qw.value.reshape(1, -1)
         for row in groups:
             assert len(torch.unique(row)) <= 2 ** bits
@@ -49,3 +51,56 @@ def test_bad_options_are_clear_errors():
 
 def test_deployed_bytes_shrink_with_bits():
     assert make(4).deployed_weight_bytes() < make(8).deployed_weight_bytes() < 64 * 32 * 4
+
+
+@pytest.mark.parametrize("options", [{}, {"scaling": "channel", "weight_bits": 4, "act_bits": 4},
+                                     {"weight_bits": 2, "input_bits": 6}, {"weight_bits": 1}])
+def test_seed_batched_layer_trains_like_one_brevitas_unit_per_seed(options):
+    """The seed-batched quantizers restate Brevitas's: each seed's outputs, weights and learned clipping
+    thresholds follow its own Brevitas QuantUnit through statistics collection and into training."""
+    cls = get_layer_type("quantized")
+    opts = cls.resolve_options(options)
+    seeds, collect = 2, 3
+    layer = cls(0, 30, 20, seeds, ModelConfig(), opts, seed_generators(list(range(seeds)), "init", 0),
+                collect_stats_steps=collect)
+    units = [QuantUnit(30, 20, opts, layer.weight[s].detach().clone(), collect_stats_steps=collect) for s in range(seeds)]
+    opt_layer = torch.optim.Adam(layer.parameters(), lr=1e-2, weight_decay=3e-4)
+    opt_units = [torch.optim.Adam(u.parameters(), lr=1e-2, weight_decay=3e-4) for u in units]
+    g = torch.Generator().manual_seed(0)
+    scaling = lambda q: q.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value  # noqa: E731
+    for step in range(2 * collect + 2):
+        x = torch.rand(seeds, 16, 30, generator=g)
+        h = layer(x).act
+        h.square().sum().backward()
+        opt_layer.step()
+        opt_layer.zero_grad()
+        for s, (unit, opt) in enumerate(zip(units, opt_units)):
+            out = unit(normalize(x[s], "rms"))
+            assert torch.allclose(h[s], out, atol=1e-5), (step, s)
+            out.square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+    for s, unit in enumerate(units):
+        assert torch.allclose(layer.weight[s], unit.linear.weight.t(), atol=1e-4)
+        assert torch.allclose(layer.act_quant.value[s], scaling(unit.act), rtol=1e-4)
+        assert torch.allclose(layer.input_quant.value[s], scaling(unit.input_quant), rtol=1e-4)
+    layer.eval()
+    x = torch.rand(seeds, 16, 30, generator=g)
+    for s in range(seeds):  # the export unit reproduces the trained layer
+        assert torch.allclose(layer(x).act[s], layer.export_unit(s)(normalize(x[s], "rms")), atol=1e-5)
+
+
+def test_models_saved_with_one_brevitas_unit_per_seed_still_load():
+    """Checkpoints from before FC layers were seed-batched hold `units_per_seed.*`: they load unchanged."""
+    layer = make(4, seeds=2)
+    layer.train()
+    for _ in range(3):
+        layer(torch.rand(2, 8, 64))
+    units = [layer.export_unit(s) for s in range(2)]
+    legacy = {f"units_per_seed.{s}.{k}": v for s, u in enumerate(units) for k, v in u.state_dict().items()}
+    legacy["peer_running"] = layer.peer_running.clone()
+    fresh = make(4, seeds=2)
+    fresh.load_state_dict(legacy)
+    fresh.eval(), layer.eval()
+    x = torch.rand(2, 8, 64)
+    assert torch.allclose(fresh(x).act, layer(x).act, atol=1e-6)
