@@ -433,9 +433,11 @@ class Trainer:
                     f"training diverged in epoch {epoch + 1} (non-finite {bad['metric']} in layer {bad['layer']}, "
                     f"seed {bad['seed']}); records up to it are kept{' in ' + str(self.run.path) if self.run else ''}; "
                     f"lower --lr or change the loss/threshold")
+            # Records first, then the checkpoint: a kill between the two leaves rows the resumed run drops
+            # (it keeps rows up to the checkpoint's epoch), never a checkpoint whose epoch has no rows.
+            self.save(epoch + 1, "running")
             if self.run is not None:
                 self.run.save_checkpoint(self.state_dict(epoch + 1))
-            self.save(epoch + 1, "running")
             if self.ui:
                 self.ui.epoch(epoch + 1, rows, epoch_seconds, eval_seconds)
         final_epoch = t.epochs

@@ -11,16 +11,15 @@
 - Scales of inputs and activations are learned from statistics, then as parameters, per layer and seed.
 Only quantizers that Brevitas can export to QCDQ are used (besides the optional binary weights).
 
-Fully connected layers train seed-batched: Brevitas modules have no seed dimension (and `torch.vmap` does not
+Layers train seed-batched: Brevitas modules have no seed dimension (and `torch.vmap` does not
 go through its autograd functions), so `SeedActQuant` and `QuantizedLayer.quant_weight` restate exactly these
 Brevitas quantizers with a leading seed dimension, every scale per seed, built from Brevitas's own
 straight-through functions. For export, each seed becomes a Brevitas `QuantUnit` holding the learned values
-(tests check training step by step against Brevitas units, and ONNX parity). Conv blocks keep one Brevitas
-unit per seed (the CPU trains conv networks one seed at a time).
+(tests check training step by step against Brevitas units, and ONNX parity). Conv blocks run seeds as groups
+of one grouped convolution, with the same quantizers.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -103,7 +102,8 @@ def seed_abs_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
 
 
 class SeedActQuant(nn.Module):
-    """Brevitas's Uint8ActPerTensorFloat (unsigned, per-tensor float scale) with a seed dimension.
+    """Brevitas's Uint8ActPerTensorFloat (unsigned, per-tensor float scale; or Int8ActPerTensorFloat with
+    `signed`) with a seed dimension.
 
     As ParameterFromRuntimeStatsScaling: for the first `collect_steps` training calls the clipping threshold
     is the 99.999th percentile of |x| (per seed), averaged into `buffer` with momentum 0.1; at the next call
@@ -112,9 +112,10 @@ class SeedActQuant(nn.Module):
     """
 
     def __init__(self, seeds: int, bits: int, collect_steps: int = 300, momentum: float = 0.1,
-                 percentile: float = 99.999):
+                 percentile: float = 99.999, signed: bool = False):
         super().__init__()
         self.bits, self.collect_steps, self.momentum, self.percentile = bits, collect_steps, momentum, percentile
+        self.signed = signed  # Int8ActPerTensorFloat: [-2^(b-1), 2^(b-1) - 1], scale = threshold / 2^(b-1)
         self.value = nn.Parameter(torch.ones(seeds))
         self.register_buffer("buffer", torch.ones(seeds))
         self.register_buffer("counter", torch.zeros((), dtype=torch.long))
@@ -147,9 +148,10 @@ class SeedActQuant(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantized x and its scale [S, 1, ..., 1]."""
-        levels = 2 ** self.bits - 1
-        scale = (self.threshold(x) / levels).view(-1, *[1] * (x.dim() - 1))
-        return torch.clamp(round_ste(x / scale), 0, levels) * scale, scale
+        low, high, divisor = ((-2 ** (self.bits - 1), 2 ** (self.bits - 1) - 1, 2 ** (self.bits - 1)) if self.signed
+                              else (0, 2 ** self.bits - 1, 2 ** self.bits - 1))
+        scale = (self.threshold(x) / divisor).view(-1, *[1] * (x.dim() - 1))
+        return torch.clamp(round_ste(x / scale), low, high) * scale, scale
 
     def deployed_threshold(self) -> torch.Tensor:
         """The threshold an exported unit uses (eval mode), per seed."""
@@ -174,19 +176,27 @@ class QuantizedLayer(FFLayer):
     def values_per_unit(cls, options: QuantizedOptions) -> int:
         return 4  # each quantizer keeps the scaled, rounded, clamped and rescaled activities for backward
 
+    out_dim = 2  # the output-unit dimension of `weight` ([S, D, U]): per-channel scales run along it
+
+    def binary_scale(self) -> torch.Tensor:
+        """The constant scale of binary weights, per seed (SignedBinaryWeightPerTensorConst)."""
+        return self.weight.new_full((self.seeds,), init_std(self.out_features))
+
     def weight_scale(self) -> torch.Tensor:
-        """Int8WeightPerTensorFloat / PerChannelFloat: abs-max / (2^(b-1) - 1), narrow range; [S, 1, 1 or U]."""
+        """Int8WeightPerTensorFloat / PerChannelFloat: abs-max / (2^(b-1) - 1), narrow range; per seed (and
+        per output unit), shaped to broadcast against `weight`."""
+        w = self.weight
         if self.options.weight_bits == 1:
-            return self.weight.new_full((self.seeds, 1, 1), init_std(self.out_features))
-        dims = (1, 2) if self.options.scaling == "tensor" else (1,)
-        amax = scalar_clamp_min_ste(self.weight.abs().amax(dim=dims, keepdim=True), SCALE_MIN)
+            return self.binary_scale().view(-1, *[1] * (w.dim() - 1))
+        dims = tuple(d for d in range(1, w.dim()) if self.options.scaling == "tensor" or d != self.out_dim)
+        amax = scalar_clamp_min_ste(w.abs().amax(dim=dims, keepdim=True), SCALE_MIN)
         return amax / (2 ** (self.options.weight_bits - 1) - 1)
 
     def int_weight(self, scale: torch.Tensor) -> torch.Tensor:
-        """Integer weights (straight-through rounding and clamp), [S, D, U]."""
+        """Integer weights (straight-through rounding and clamp), shaped like `weight`."""
         if self.options.weight_bits == 1:
             with torch.no_grad():  # Brevitas's ClampedBinaryQuant clamps the latent weights in place
-                self.weight.clamp_(-init_std(self.out_features), init_std(self.out_features))
+                self.weight.copy_(torch.maximum(torch.minimum(self.weight, scale), -scale))
             return binary_sign_ste(self.weight)
         top = 2 ** (self.options.weight_bits - 1) - 1
         return tensor_clamp_ste(round_ste(self.weight / scale), self.weight.new_tensor(-top), self.weight.new_tensor(top))
@@ -207,10 +217,10 @@ class QuantizedLayer(FFLayer):
     def weight_levels(self) -> torch.Tensor:
         """Distinct integer weight levels in use, per seed (largest over scale groups for per-channel)."""
         ints = self.int_weight(self.weight_scale())
-        if self.options.scaling == "channel":
-            return torch.tensor([float(max(len(torch.unique(ints[s, :, u])) for u in range(self.out_features)))
-                                 for s in range(self.seeds)])
-        return torch.tensor([float(len(torch.unique(ints[s]))) for s in range(self.seeds)])
+        groups = ints.transpose(1, self.out_dim).flatten(2)  # [S, outputs, rest]
+        if self.options.scaling == "tensor":
+            groups = groups.flatten(1).unsqueeze(1)
+        return torch.tensor([float(max(len(torch.unique(row)) for row in groups[s])) for s in range(self.seeds)])
 
     def static_stats(self) -> dict[str, torch.Tensor | float]:
         o = self.options
@@ -229,29 +239,39 @@ class QuantizedLayer(FFLayer):
         return {**counts, "mac_kind": "int8_mac", "bops": counts["macs"] * o.weight_bits * o.input_bits}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Models saved before FC layers were seed-batched hold one Brevitas unit per seed: restack them."""
+        """Models saved before quantized layers were seed-batched hold one Brevitas unit per seed: restack them."""
         old = f"{prefix}units_per_seed."
         if any(key.startswith(old) for key in state_dict):
-            unit = [{k[len(f"{old}{s}."):]: state_dict.pop(k) for k in list(state_dict) if k.startswith(f"{old}{s}.")}
-                    for s in range(self.seeds)]
+            units = [{k[len(f"{old}{s}."):]: state_dict.pop(k) for k in list(state_dict) if k.startswith(f"{old}{s}.")}
+                     for s in range(self.seeds)]
+            state_dict.update({prefix + k: v for k, v in self.restack_units(units).items()})
             act = "act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value"
-            state_dict[prefix + "weight"] = torch.stack([u["linear.weight"].t() for u in unit])
-            state_dict[prefix + "bias"] = torch.stack([u["linear.bias"].view(1, -1) for u in unit])
             for name, key in (("input_quant", f"input_quant.{act}"), ("act_quant", f"act.{act}")):
-                values = [u.get(key) for u in unit]
+                values = [u.get(key) for u in units]
                 trained = all(v is not None for v in values)
                 state_dict[f"{prefix}{name}.value"] = torch.stack(values).view(-1) if trained else torch.ones(self.seeds)
                 state_dict[f"{prefix}{name}.buffer"] = torch.ones(self.seeds)
                 state_dict[f"{prefix}{name}.counter"] = torch.tensor(self.collect_stats_steps + 1 if trained else 0)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def restack_units(self, units: list[dict]) -> dict:
+        """This layer's weights from per-seed Brevitas unit state dicts."""
+        return {"weight": torch.stack([u["linear.weight"].t() for u in units]),
+                "bias": torch.stack([u["linear.bias"].view(1, -1) for u in units])}
+
+    def unit_state(self, seed: int) -> dict:
+        """One seed's weights as a Brevitas unit's state dict entries."""
+        return {"linear.weight": self.weight[seed].detach().t(), "linear.bias": self.bias[seed].detach().view(-1)}
+
+    def new_unit(self, seed: int) -> nn.Module:
+        return QuantUnit(self.in_features, self.out_features, self.options, self.weight[seed].detach())
+
     # ---- export ----
-    def export_unit(self, seed: int) -> QuantUnit:
+    def export_unit(self, seed: int) -> nn.Module:
         """This seed's layer as Brevitas modules holding the learned weights and clipping thresholds."""
-        unit = QuantUnit(self.in_features, self.out_features, self.options, self.weight[seed].detach())
+        unit = self.new_unit(seed)
         act = "act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value"
-        unit.load_state_dict({"linear.weight": self.weight[seed].detach().t(), "linear.bias": self.bias[seed].detach().view(-1),
-                              f"input_quant.{act}": self.input_quant.deployed_threshold()[seed],
+        unit.load_state_dict({**self.unit_state(seed), f"input_quant.{act}": self.input_quant.deployed_threshold()[seed],
                               f"act.{act}": self.act_quant.deployed_threshold()[seed]})
         return unit.eval()
 
@@ -298,15 +318,17 @@ class QuantConvUnit(nn.Module):
     """One seed's quantized conv block after its float block normaliser: signed input quantizer (the
     normalised input has both signs) -> QuantConv2d 3x3 (no bias) -> QuantReLU -> optional max-pool."""
 
-    def __init__(self, in_channels: int, out_channels: int, pool: bool, opts: QuantizedOptions, weight: torch.Tensor):
+    def __init__(self, in_channels: int, out_channels: int, pool: bool, opts: QuantizedOptions, weight: torch.Tensor,
+                 collect_stats_steps: int = 300, binary_scale: float | None = None):
         super().__init__()
         self.input_quant = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.input_bits,
-                                             return_quant_tensor=True)
+                                             return_quant_tensor=True, collect_stats_steps=collect_stats_steps)
         self.conv = qnn.QuantConv2d(in_channels, out_channels, 3, padding=1, bias=False, return_quant_tensor=False,
-                                    **weight_quantizer(opts, float(weight.abs().mean())))
+                                    **weight_quantizer(opts, binary_scale or float(weight.abs().mean())))
         with torch.no_grad():
             self.conv.weight.copy_(weight)
-        self.act = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=opts.act_bits, return_quant_tensor=False)
+        self.act = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=opts.act_bits, return_quant_tensor=False,
+                                 collect_stats_steps=collect_stats_steps)
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -325,39 +347,49 @@ class QuantConvExport(nn.Module):
 
 @register("quantized", kind="conv")
 class QuantizedConvBlock(ConvBlock, QuantizedLayer):
-    """Brevitas QuantConv2d blocks, one unit per seed; options, export writers and parity rule are the FC layer's."""
+    """Seed-batched quantized conv block (grouped convolution): block normaliser -> signed input quantizer
+    (the normalised input has both signs) -> 3x3 conv with quantized weights (no bias) -> QuantReLU ->
+    optional max-pool. Quantizers, statistics, export and parity rules are the FC layer's; each seed
+    exports as a `QuantConvUnit`."""
 
-    def _load_from_state_dict(self, *args, **kwargs):  # per-seed units are this block's own layout
-        nn.Module._load_from_state_dict(self, *args, **kwargs)
+    out_dim = 1  # weight [S, O, C, 3, 3]
 
-    def __init__(self, index, in_shape, out_channels, pool, seeds, model, options: QuantizedOptions, generators):
+    def __init__(self, index, in_shape, out_channels, pool, seeds, model, options: QuantizedOptions, generators,
+                 collect_stats_steps: int = 300):
         ConvBlock.__init__(self, index, in_shape, out_channels, pool, seeds, model, options, generators)
+        self.collect_stats_steps = collect_stats_steps
         init = self.conv_init(out_channels, in_shape[0], generators)
-        self.units_per_seed = nn.ModuleList(QuantConvUnit(in_shape[0], out_channels, pool, options, w) for w in init)
+        self.weight = nn.Parameter(init)
+        # QuantConvUnit's constant scale for binary weights: the mean |initial weight| of each seed
+        self.register_buffer("binary_scales", init.abs().flatten(1).mean(1))
+        self.input_quant = SeedActQuant(seeds, options.input_bits, collect_stats_steps, signed=True)
+        self.act_quant = SeedActQuant(seeds, options.act_bits, collect_stats_steps)
+
+    def binary_scale(self) -> torch.Tensor:
+        return self.binary_scales
 
     def forward(self, x: torch.Tensor) -> LayerOutput:
-        x = self.normalize_block(x)
-        h = torch.stack([unit(x[s]) for s, unit in enumerate(self.units_per_seed)])
+        x_q, _ = self.input_quant(self.normalize_block(x))
+        w_scale = self.weight_scale()
+        h, _ = self.act_quant(torch.relu(self.conv(x_q, self.int_weight(w_scale) * w_scale)))
+        h = self.maybe_pool(h)
         return LayerOutput(act=h, out=h)
 
-    @torch.no_grad()
-    def weight_levels(self) -> torch.Tensor:
-        """Distinct integer weight levels in use, per seed (largest over scale groups for per-channel)."""
-        counts = []
-        for unit in self.units_per_seed:
-            w = unit.conv.quant_weight()
-            ints = torch.sign(w.value) if self.options.weight_bits == 1 else w.int()
-            counts.append(max(len(torch.unique(row)) for row in ints) if self.options.scaling == "channel"
-                          else len(torch.unique(ints)))
-        return torch.tensor(counts, dtype=torch.float32)
+    def restack_units(self, units: list[dict]) -> dict:
+        weight = torch.stack([u["conv.weight"] for u in units])
+        return {"weight": weight, "binary_scales": weight.abs().flatten(1).mean(1)}
 
-    def output_step(self) -> float:
-        return min(float(unit.act.act_quant.scale()) for unit in self.units_per_seed)
+    def unit_state(self, seed: int) -> dict:
+        return {"conv.weight": self.weight[seed].detach()}
+
+    def new_unit(self, seed: int) -> nn.Module:
+        return QuantConvUnit(self.in_shape[0], self.out_shape[0], self.pool, self.options, self.weight[seed].detach(),
+                             binary_scale=float(self.binary_scales[seed]))
 
     def export_module(self, seed: int) -> nn.Module:
         if self.options.weight_bits == 1:
             raise FFHWError("binary weights cannot be exported to QCDQ ONNX; train with weight_bits >= 2 to export")
-        return QuantConvExport(self.block_norm_module(seed), copy.deepcopy(self.units_per_seed[seed]).eval())
+        return QuantConvExport(self.block_norm_module(seed), self.export_unit(seed))
 
     def op_counts(self, input_density: float) -> dict:
         counts = ConvBlock.op_counts(self, input_density)
