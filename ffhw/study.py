@@ -180,9 +180,9 @@ class Study:
 
 
 # CPU: the largest activation tensor of a seed-batched training step stays under this. Measured (benchmarks/
-# train_bench.py --sections seeds, 2-core CPU, batch 100): 30 standard 4x1000 networks (24 MB) ran 1.26x
-# faster batched than one after another, 10 spiking 4x1000 networks at T = 8 (64 MB) 1.20x, 30 of them
-# (192 MB) 0.95x; 4x100 networks of every type gain 1.1-3.5x.
+# train_bench.py --sections seeds, 2-core CPU, batch 100; README): 30 standard 4x1000 networks (24 MB) ran
+# 1.20x faster batched than one after another, 10 spiking 4x1000 networks at T = 8 (64 MB) 1.06-1.20x, 30 of
+# them (192 MB) 0.75-0.95x; 4x100 networks of every type gain 2.1-3.6x.
 SEED_BATCH_BYTES_CPU = 64 << 20
 
 

@@ -12,8 +12,8 @@
 Only quantizers that Brevitas can export to QCDQ are used (besides the optional binary weights).
 
 Layers train seed-batched: Brevitas modules have no seed dimension (and `torch.vmap` does not
-go through its autograd functions), so `SeedActQuant` and `QuantizedLayer.quant_weight` restate exactly these
-Brevitas quantizers with a leading seed dimension, every scale per seed, built from Brevitas's own
+go through its autograd functions), so `SeedActQuant` and `QuantizedLayer.weight_scale` / `int_weight` restate
+exactly these Brevitas quantizers with a leading seed dimension, every scale per seed, built from Brevitas's own
 straight-through functions. For export, each seed becomes a Brevitas `QuantUnit` holding the learned values
 (tests check training step by step against Brevitas units, and ONNX parity). Conv blocks run seeds as groups
 of one grouped convolution, with the same quantizers.

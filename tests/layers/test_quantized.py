@@ -146,3 +146,23 @@ def test_seed_batched_conv_block_trains_like_one_brevitas_unit_per_seed(options)
     x = torch.randn(seeds, 6, 3, 8, 8, generator=g)
     for s in range(seeds):
         assert torch.allclose(block(x).act[s], block.export_unit(s)(x[s]), atol=1e-5)
+
+
+def test_conv_blocks_saved_with_one_brevitas_unit_per_seed_still_load():
+    from ffhw.layers.quantized import QuantConvUnit
+    cls = get_layer_type("quantized", conv=True)
+    opts = cls.resolve_options({})
+    make_block = lambda: cls(0, (3, 8, 8), 5, True, 2, ModelConfig(block_norm="none"), opts,  # noqa: E731
+                             seed_generators([0, 1], "init", 0))
+    block = make_block()
+    block.train()
+    for _ in range(3):
+        block(torch.randn(2, 4, 3, 8, 8))
+    legacy = {f"units_per_seed.{s}.{k}": v for s in range(2) for k, v in block.export_unit(s).state_dict().items()}
+    legacy["peer_running"] = block.peer_running.clone()
+    assert isinstance(block.export_unit(0), QuantConvUnit)
+    fresh = make_block()
+    fresh.load_state_dict(legacy)
+    fresh.eval(), block.eval()
+    x = torch.randn(2, 4, 3, 8, 8)
+    assert torch.allclose(fresh(x).act, block(x).act, atol=1e-6)
