@@ -1,9 +1,11 @@
 """Training benchmark: prints a table and writes JSON. Not a test: numbers depend on the machine.
 
 Measured side by side in one run:
-- ffhw's training rate for FC networks (useful FLOPs: forward of positives and negatives, the weight
-  gradient, the neutral pass of the linear head) as a fraction of the matmul rate on the same products
-  (the step's matrix products replayed alone), steps and replays timed in alternation;
+- ffhw's training rate for FC networks as a fraction of the machine's matmul rate on the same work: the
+  step's own matrix products (captured at ATen's dispatcher during one step, forward and backward)
+  replayed alone, i.e. the share of a step spent in matrix products; and, like MFU, the textbook step's
+  products (forward of positives and negatives, weight gradient, neutral pass for the head, for every
+  layer) replayed alone over the step time. Steps and replays are timed in alternation;
 - epoch time and the evaluation share of an epoch (validation over all labels + head);
 - seed-batched vs sequential training: N seeds of a DEPTHxWIDTH network as one seed-batched network vs
   N single networks one after another (N x the median step time of one network), for N = 10 and 30 at
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -36,10 +39,11 @@ from ffhw.records import code_version
 from ffhw.train import Trainer
 
 
-def step_gemms(cfg: RunConfig, in_dim: int, batch: int) -> list[tuple[int, int, int, bool]]:
-    """The matrix products of one FC training step, as (rows, inner, cols, transposed-left) per product:
-    per layer the forward of positives and negatives, the weight gradient (x^T @ dz), and the neutral
-    forward for the linear head. The same list gives the useful FLOPs and the matmul-only reference."""
+def textbook_gemms(cfg: RunConfig, in_dim: int, batch: int) -> list[tuple[int, int, int, bool]]:
+    """The matrix products of a textbook FC FF training step, as (rows, inner, cols, transposed-left): per
+    layer the forward of positives and negatives, the weight gradient (x^T @ dz) and the neutral forward
+    for the linear head. Their FLOPs are the step's nominal work (like a model's FLOPs in MFU), whatever
+    the implementation saves (ffhw projects each image once in layer 0: fewer executed FLOPs)."""
     dims = [in_dim, *cfg.model.hidden]
     gemms = []
     for i, o in zip(dims, dims[1:]):
@@ -49,23 +53,60 @@ def step_gemms(cfg: RunConfig, in_dim: int, batch: int) -> list[tuple[int, int, 
     return gemms
 
 
-def gemm_flops(gemms) -> float:
-    return sum(2.0 * m * k * n for m, k, n, _ in gemms)
-
-
 class MatmulReplay:
-    """The step's products alone (same shapes, same layouts, fp32): what the machine's matmul units
-    deliver on exactly this work, with nothing else in between."""
+    """Matrix products alone (fp32, fresh random operands of the same shapes and strides), run in order:
+    what the machine's matmul units deliver on exactly this work, with nothing else in between."""
 
-    def __init__(self, gemms):
+    def __init__(self, calls: list[tuple]):
+        self.calls = calls  # (op, [(shape, stride)...], kwargs)
         self.ops = []
+        for op, operands, kwargs in calls:
+            tensors = [torch.empty_strided(shape, stride).copy_(torch.randn(shape)) for shape, stride in operands]
+            self.ops.append((op, tensors, kwargs))
+
+    @classmethod
+    def textbook(cls, gemms):
+        calls = []
         for m, k, n, transposed in gemms:
-            left = torch.randn(1, k, m).transpose(1, 2) if transposed else torch.randn(1, m, k)
-            self.ops.append((left, torch.randn(1, k, n)))
+            left = ((1, m, k), (m * k, 1, m)) if transposed else ((1, m, k), (m * k, k, 1))
+            calls.append((torch.ops.aten.bmm.default, [left, ((1, k, n), (k * n, n, 1))], {}))
+        return cls(calls)
+
+    @property
+    def flops(self) -> float:
+        return sum(product_flops(op, [shape for shape, _ in operands]) for op, operands, _ in self.calls)
 
     def __call__(self):
-        for a, b in self.ops:
-            torch.bmm(a, b)
+        for op, tensors, kwargs in self.ops:
+            op(*tensors, **kwargs)
+
+
+MATMUL_OPS = {"bmm", "mm", "baddbmm", "addmm"}
+
+
+def product_flops(op, shapes) -> float:
+    """2 x rows x inner x cols (x batch) of one captured product."""
+    a, b = shapes[-2:]  # addmm/baddbmm: (bias, left, right)
+    return 2.0 * math.prod(a) * b[-1]
+
+
+def capture_products(step) -> list[tuple]:
+    """The matrix products one call of `step` runs (op, operand shapes and strides, scalar arguments), seen at
+    ATen's dispatcher, so the list is what the step executes, forward and backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = []
+
+    class Capture(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in MATMUL_OPS and func._overloadname == "default":
+                operands = [(tuple(t.shape), tuple(t.stride())) for t in args if isinstance(t, torch.Tensor)]
+                calls.append((func, operands, dict(kwargs or {})))
+            return func(*args, **(kwargs or {}))
+
+    with Capture():
+        step()
+    return calls
 
 
 class Timer:
@@ -183,27 +224,34 @@ def main() -> int:
 
     sections = set(args.sections.split(","))
     rows = []
-    # FC 3x1000 at batch 512 and the quick preset's own shape. The training rate is the useful FLOPs of a
-    # step over its median time; the reference is the same step's products alone (MatmulReplay), timed
-    # in alternation with the steps. Epoch time and evaluation share come from two real epochs.
+    # FC 3x1000 at batch 512 and the quick preset's own shape. The training rate is the FLOPs of a step over
+    # its median time. References, timed in alternation with the steps: the step's own matrix products
+    # (captured at the dispatcher) replayed alone, and the textbook step's products replayed alone.
     for label, hidden, batch in (("3x1000, batch 512", [1000, 1000, 1000], 512), ("quick (2x1000, batch 100)", None, None))\
             if "training" in sections else ():
         cfg = load_preset("quick")
         if hidden:
             cfg.model.hidden, cfg.train.batch_size = hidden, batch
         b = cfg.train.batch_size
-        gemms = step_gemms(cfg, 784, b)
-        flops = gemm_flops(gemms)
-        medians = interleaved_medians({"step": step_runner(cfg, d), "matmul": MatmulReplay(gemms)}, rounds=10,
+        step = step_runner(cfg, d)
+        executed = MatmulReplay(capture_products(step))
+        textbook = MatmulReplay.textbook(textbook_gemms(cfg, 784, b))
+        medians = interleaved_medians({"step": step, "executed": executed, "textbook": textbook}, rounds=10,
                                       repeats=max(3, 1500 // b))
         hook, _ = measure_training(cfg, d, epochs=2)
         epoch_s = statistics.median(e["train_seconds"] for e in hook.epochs)
         eval_s = statistics.median(e["eval_seconds"] for e in hook.epochs)
         entry = {"config": label, "hidden": cfg.model.hidden, "batch_size": b, "epoch_seconds": epoch_s,
                  "eval_seconds": eval_s, "eval_share": eval_s / (epoch_s + eval_s),
-                 "step_seconds": medians["step"], "matmul_only_step_seconds": medians["matmul"],
-                 "train_gflops": flops / medians["step"] / 1e9, "matmul_gflops": flops / medians["matmul"] / 1e9,
-                 "fraction_of_matmul": medians["matmul"] / medians["step"]}
+                 "step_seconds": medians["step"],
+                 "executed_products": len(executed.calls), "executed_gflop": executed.flops / 1e9,
+                 "executed_matmul_seconds": medians["executed"],
+                 "train_gflops": executed.flops / medians["step"] / 1e9,
+                 "matmul_gflops": executed.flops / medians["executed"] / 1e9,
+                 "fraction_of_matmul": medians["executed"] / medians["step"],
+                 "textbook_gflop": textbook.flops / 1e9, "textbook_matmul_seconds": medians["textbook"],
+                 "textbook_train_gflops": textbook.flops / medians["step"] / 1e9,
+                 "textbook_fraction": medians["textbook"] / medians["step"]}
         rows.append(entry)
     if rows:
         result["training"] = rows
@@ -233,12 +281,16 @@ def main() -> int:
                            "final_test_acc_head": summary["test_acc_head"]["mean"],
                            "train_seconds": summary["train_seconds"]}
 
-    table = Table(title="ffhw training benchmark (CPU)", title_justify="left")
-    for col in ("config", "epoch s", "eval s", "eval share", "train GFLOP/s", "matmul GFLOP/s", "fraction"):
+    table = Table(title="ffhw training benchmark (CPU): step time against its matrix products alone",
+                  title_justify="left")
+    for col in ("config", "epoch s", "eval s", "eval share", "step ms", "executed products ms", "fraction",
+                "textbook products ms", "textbook fraction"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r["config"], f"{r['epoch_seconds']:.2f}", f"{r['eval_seconds']:.2f}", f"{r['eval_share']:.1%}",
-                      f"{r['train_gflops']:.0f}", f"{r['matmul_gflops']:.0f}", f"{r['fraction_of_matmul']:.1%}")
+                      f"{1e3 * r['step_seconds']:.1f}", f"{1e3 * r['executed_matmul_seconds']:.1f}",
+                      f"{r['fraction_of_matmul']:.1%}", f"{1e3 * r['textbook_matmul_seconds']:.1f}",
+                      f"{r['textbook_fraction']:.1%}")
     if rows:
         console.print(table)
     if "compile" in result:

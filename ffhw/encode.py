@@ -17,11 +17,25 @@ what lets evaluation compute layer 0 once per image for all labels (see `FFLayer
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 ENCODINGS = ("onehot", "border", "concat")
+
+
+@dataclass
+class LabelPatterns:
+    """Label patterns by the input positions they occupy: values [P, m] at positions [m] (long) of a
+    `dim`-wide input, zero elsewhere. Layers that split image and label use the few positions directly."""
+    values: torch.Tensor
+    positions: torch.Tensor
+    dim: int
+
+    def dense(self) -> torch.Tensor:
+        """[P, dim]"""
+        return self.values.new_zeros(self.values.shape[0], self.dim).index_copy_(1, self.positions, self.values)
 
 
 def border_ring(height: int, width: int) -> list[int]:
@@ -59,6 +73,10 @@ class LabelEncoding(nn.Module):
         self.register_buffer("patterns", patterns, persistent=False)
         self.register_buffer("label_mask", label_mask, persistent=False)
         self.register_buffer("neutral", label_mask.float() / num_classes, persistent=False)
+        # The label patterns and, as pattern C, the neutral label, on the label positions (for `label_sets`).
+        positions = label_mask.nonzero()[:, 0]
+        self.register_buffer("label_positions", positions, persistent=False)
+        self.register_buffer("label_values", torch.cat([patterns, self.neutral[None]])[:, positions], persistent=False)
 
     def base(self, images: torch.Tensor) -> torch.Tensor:
         """Flatten images [..., *image_shape] to [..., in_dim] with the label positions cleared."""
@@ -75,12 +93,22 @@ class LabelEncoding(nn.Module):
     def embed_neutral(self, images: torch.Tensor) -> torch.Tensor:
         return self.base(images) + self.neutral
 
-    def all_labels(self, layer0, images: torch.Tensor, seeds: int):
-        """Layer 0 on every label embedding of images [N, ...] -> LayerOutput over [S, N*C]; the image part
-        is computed once per image where the layer type allows it (FFLayer.forward_labels)."""
+    def all_labels(self, layer0, images: torch.Tensor, seeds: int, neutral: bool = False):
+        """Layer 0 on every label embedding of images [N, ...] -> LayerOutput over [S, N*C], and with
+        `neutral` on the neutral embedding [S, N] (else None); the image part is computed once per image
+        where the layer type allows it (FFLayer.forward_labels)."""
         base = self.base(images)
-        return layer0.forward_labels(base.unsqueeze(0).expand(seeds, *base.shape), self.patterns)
+        return layer0.forward_labels(base.unsqueeze(0).expand(seeds, *base.shape), self.patterns,
+                                     self.neutral if neutral else None)
 
+    def label_sets(self, layer0, images: torch.Tensor, labels: torch.Tensor, neutral: bool):
+        """Layer 0 in a training step: images [S, N, ...] with K label sets [S, K, N] -> LayerOutput over
+        [S, K*N] (set after set), and with `neutral` also the neutral-label pass without gradient [S, N]
+        (else None). The image part is computed once for all sets where the layer type allows it
+        (FFLayer.forward_label_sets)."""
+        frozen = torch.full_like(labels[:, 0], self.num_classes) if neutral else None
+        patterns = LabelPatterns(self.label_values, self.label_positions, self.in_dim)
+        return layer0.forward_label_sets(self.base(images), patterns, labels, frozen)
 
     def export_front(self, seed: int) -> nn.Module:
         return PixelLabelFront(self)
@@ -158,12 +186,22 @@ class LabelChannel(nn.Module):
     def embed_neutral(self, images: torch.Tensor) -> torch.Tensor:
         return self._with_channel(images, images.new_zeros(*images.shape[:-3], self.weight.shape[-1]))
 
-    def all_labels(self, layer0, images: torch.Tensor, seeds: int):
+    def all_labels(self, layer0, images: torch.Tensor, seeds: int, neutral: bool = False):
         n, c = images.shape[0], self.num_classes
         expanded = images.unsqueeze(1).expand(n, c, *images.shape[1:]).reshape(n * c, *images.shape[1:])
         labels = torch.arange(c, device=images.device).repeat(n)
-        return layer0(self.embed(expanded.unsqueeze(0).expand(seeds, *expanded.shape),
-                                 labels.unsqueeze(0).expand(seeds, -1)))
+        out = layer0(self.embed(expanded.unsqueeze(0).expand(seeds, *expanded.shape),
+                                labels.unsqueeze(0).expand(seeds, -1)))
+        return out, (layer0(self.embed_neutral(images.unsqueeze(0).expand(seeds, *images.shape))) if neutral else None)
+
+    def label_sets(self, layer0, images: torch.Tensor, labels: torch.Tensor, neutral: bool):
+        """As LabelEncoding.label_sets; the learned channel keeps its gradient from layer 0's loss."""
+        out = layer0(torch.cat([self.embed(images, labels[:, k]) for k in range(labels.shape[1])], dim=1))
+        frozen = None
+        if neutral:
+            with torch.no_grad():
+                frozen = layer0(self.embed_neutral(images))
+        return out, frozen
 
     def export_front(self, seed: int) -> nn.Module:
         return ChannelLabelFront(self.weight[seed], self.image_shape)

@@ -24,7 +24,16 @@ from torch import nn
 from .errors import FFHWError
 
 OPSET = 17
-ACCURACY_TOLERANCE = 0.0005  # 0.05 percentage points
+ACCURACY_TOLERANCE = 0.0005  # 0.05% of the test images may be decided differently
+TIE_TOLERANCE = 1e-4  # scores this close (relative to the largest |score| of the image) count as tied
+
+
+def decision_flips(reference_scores: torch.Tensor, predictions: torch.Tensor) -> int:
+    """Images [N] whose predicted class scores clearly below the reference's best, by more than a float tie."""
+    best = reference_scores.max(1).values
+    chosen = reference_scores.gather(1, predictions[:, None])[:, 0]
+    scale = reference_scores.abs().amax(1).clamp_min(1e-12)
+    return int(((best - chosen) > TIE_TOLERANCE * scale).sum())
 BUNDLE_VERSION = 1
 
 
@@ -195,18 +204,23 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
                                            {"image": {0: "batch"}, "scores": {0: "batch"}}, OPSET)
     sess = ort_session(path)
     test_x, test_y = d.test.images(slice(0, accuracy_samples)), d.test.y[:accuracy_samples]  # default: all
-    torch_pred, ort_pred = [], []
+    graph_scores, ort_scores, model_scores = [], [], []
     with torch.no_grad():
         for start in range(0, len(test_y), 1000):
             xb = test_x[start:start + 1000]
-            torch_pred.append(graph(xb).argmax(1))
-            ort_pred.append(torch.from_numpy(sess.run(None, {"image": xb.numpy()})[0]).argmax(1))
-    torch_acc = (torch.cat(torch_pred) == test_y).float().mean().item()
-    ort_acc = (torch.cat(ort_pred) == test_y).float().mean().item()
-    model_acc = (model.predict(test_x, classifier)[seed_index] == test_y).float().mean().item()
-    if abs(ort_acc - torch_acc) > ACCURACY_TOLERANCE or abs(torch_acc - model_acc) > ACCURACY_TOLERANCE:
-        raise ExportError(f"classifier.onnx test accuracy {ort_acc:.4f} vs torch {torch_acc:.4f} (trained model "
-                          f"{model_acc:.4f}): more than 0.05 pp apart; the bundle in {bundle} is incomplete")
+            graph_scores.append(graph(xb))
+            ort_scores.append(torch.from_numpy(sess.run(None, {"image": xb.numpy()})[0]))
+            model_scores.append(model.class_scores(xb, classifier)[seed_index])
+    graph_scores, ort_scores, model_scores = torch.cat(graph_scores), torch.cat(ort_scores), torch.cat(model_scores)
+    torch_acc, ort_acc, model_acc = ((sc.argmax(1) == test_y).float().mean().item()
+                                     for sc in (graph_scores, ort_scores, model_scores))
+    # Decisions must agree except where the reference's scores are tied to float rounding (a near-chance
+    # network has many such ties, and two summation orders break them differently).
+    flips = max(decision_flips(graph_scores, ort_scores.argmax(1)), decision_flips(model_scores, graph_scores.argmax(1)))
+    if flips > ACCURACY_TOLERANCE * len(test_y):
+        raise ExportError(f"classifier.onnx decides {flips} of {len(test_y)} test images differently beyond float ties "
+                          f"(accuracy onnxruntime {ort_acc:.4f}, torch {torch_acc:.4f}, trained model {model_acc:.4f}; "
+                          f"more than 0.05%); the bundle in {bundle} is incomplete")
     log(f"classifier.onnx: test accuracy onnxruntime {ort_acc:.4f}, torch {torch_acc:.4f}")
 
     files = [e["file"] for e in layers] + [e["qonnx_file"] for e in layers if "qonnx_file" in e] + ["classifier.onnx"]
@@ -219,6 +233,8 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
         "classifier_model": {"file": "classifier.onnx", "inputs": {"image": ["batch", *d.image_shape]},
                              "outputs": {"scores": ["batch", d.num_classes]}, "exporter": exporter,
                              "test_accuracy_onnxruntime": ort_acc, "test_accuracy_torch": torch_acc,
+                             "test_accuracy_trained_model": model_acc, "test_images": len(test_y),
+                             "decisions_differing_beyond_ties": flips,
                              "optimized_ops": optimized_ops(path)},
         "files": {f: {"bytes": (bundle / f).stat().st_size, "sha256": sha256(bundle / f)} for f in files},
         "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

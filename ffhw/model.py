@@ -94,32 +94,40 @@ class FFNet(nn.Module):
         input stays attached to the encoding, so a learned label channel trains with layer 0's loss."""
         return x if k == 0 else x.detach()
 
-    def forward_layers(self, x: torch.Tensor, upto: int | None = None) -> list[LayerOutput]:
-        """Run the layers on encoded inputs [S, N, ...], each on its `layer_input` (learning stays local)."""
+    def forward_layers(self, x: torch.Tensor, upto: int | None = None, start: int = 0) -> list[LayerOutput]:
+        """Run layers start..upto-1 on their input x [S, N, ...] (encoded inputs for layer 0), each on its
+        `layer_input` (learning stays local)."""
         outputs, inp = [], x
-        for k, layer in enumerate(self.layers[: upto if upto is not None else len(self.layers)]):
-            out = layer(self.layer_input(k, inp))
+        for k in range(start, upto if upto is not None else len(self.layers)):
+            out = self.layers[k](self.layer_input(k, inp))
             outputs.append(out)
             inp = out.out
         return outputs
 
     def head_logits(self, outputs: list[LayerOutput]) -> torch.Tensor:
-        feats = []
+        """Linear head on the concatenated, RMS-normalised activities of the classifier layers: [S, N, C].
+
+        Computed as b + sum_k r_k * (a_k @ W_k) with r_k the per-sample factor of layer k, which equals the
+        product of the normalised concatenation with W without writing either out."""
+        logits, offset = self.head_bias, 0
         for k in self.classifier_layers:
             a = outputs[k].act.detach().flatten(2)
-            feats.append(a / (torch.linalg.vector_norm(a, dim=-1, keepdim=True) / a.shape[-1] ** 0.5 + 1e-8))
-        return torch.baddbmm(self.head_bias, torch.cat(feats, -1), self.head_weight)
+            d = a.shape[-1]
+            rms_inverse = 1.0 / (torch.linalg.vector_norm(a, dim=-1, keepdim=True) / d ** 0.5 + 1e-8)
+            logits = torch.addcmul(logits, torch.bmm(a, self.head_weight[:, offset:offset + d]), rms_inverse)
+            offset += d
+        return logits
 
     @torch.no_grad()
     def evaluate_batch(self, images: torch.Tensor, with_head: bool = True):
         """Everything evaluation needs for one batch of images [N, ...] (shared by all seeds).
 
         Returns goodness [L, S, N, C] for every label, head logits [S, N, C] (or None), and each layer's
-        hardware statistics. Layer 0 runs once per image for all labels (`forward_labels`); the rest
-        run on the N*C label-embedded activities.
+        hardware statistics. Layer 0 projects each image once for all labels and the neutral label
+        (`forward_labels`); the rest run on the N*C label-embedded activities (and the N neutral ones).
         """
         c = self.num_classes
-        out = self.encoding.all_labels(self.layers[0], images, self.seeds)
+        out, neutral = self.encoding.all_labels(self.layers[0], images, self.seeds, neutral=with_head)
         outputs = [out]
         for layer in self.layers[1:]:
             out = layer(out.out)
@@ -129,14 +137,15 @@ class FFNet(nn.Module):
         stats = [layer.hardware_stats(o) for layer, o in zip(self.layers, outputs)]
         logits = None
         if with_head:
-            neutral = self.expand_seeds(self.encoding.embed_neutral(images))
-            logits = self.head_logits(self.forward_layers(neutral))
+            logits = self.head_logits([neutral, *self.forward_layers(neutral.out, start=1)])
         return goodness, logits, stats
 
     @torch.no_grad()
+    def class_scores(self, images: torch.Tensor, classifier: str = "goodness") -> torch.Tensor:
+        """Scores [S, N, C] of the goodness classifier (summed goodness per label) or the linear head."""
+        goodness, logits, _ = self.evaluate_batch(images, with_head=classifier == "head")
+        return logits if classifier == "head" else goodness[self.classifier_layers].sum(0)
+
     def predict(self, images: torch.Tensor, classifier: str = "goodness") -> torch.Tensor:
         """Class predictions [S, N] with the goodness classifier or the linear head."""
-        goodness, logits, _ = self.evaluate_batch(images, with_head=classifier == "head")
-        if classifier == "head":
-            return logits.argmax(-1)
-        return goodness[self.classifier_layers].sum(0).argmax(-1)
+        return self.class_scores(images, classifier).argmax(-1)

@@ -15,9 +15,9 @@ class GoodnessStats(torch.autograd.Function):
     first `b` samples (the positives) [S, F], with one hand-written backward.
 
     Forward: one fused reduction (measured 9x faster on the CPU than square().sum(), which writes the
-    squared tensor out first). Backward: 2 x grad in one pass, plus the mean's gradient added in place to
-    the positives. Plain autograd would divide by the norm and mask zero norms (vector_norm's backward),
-    and route the mean through a zero-filled slice gradient: five more memory passes over the activities.
+    squared tensor out first). Backward: one pass, 2 x grad plus, on the positives, the mean's gradient.
+    Plain autograd would divide by the norm and mask zero norms (vector_norm's backward), and route the
+    mean through a zero-filled slice gradient: five more memory passes over the activities.
     """
 
     @staticmethod
@@ -31,9 +31,12 @@ class GoodnessStats(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_sum_sq, grad_mean):
         (x,) = ctx.saved_tensors
-        grad = x * (2.0 * grad_sum_sq).unsqueeze(-1)
-        if ctx.b and grad_mean is not None:
-            grad[:, :ctx.b] += (grad_mean / ctx.b).unsqueeze(1)
+        b = ctx.b if grad_mean is not None else 0
+        row_factor = (2.0 * grad_sum_sq).unsqueeze(-1)
+        grad = torch.empty_like(x)
+        if b:  # positives: 2 g x + grad_mean / b, written in the same pass
+            torch.addcmul((grad_mean / b).unsqueeze(1), x[:, :b], row_factor[:, :b], out=grad[:, :b])
+        torch.mul(x[:, b:], row_factor[:, b:], out=grad[:, b:])
         return grad, None
 
 

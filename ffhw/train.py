@@ -23,6 +23,7 @@ from .data import Data, Split
 from .augment import Augment
 from .encode import hard_negatives, random_negatives
 from .errors import DivergenceError
+from .layers import LayerOutput
 from .model import FFNet, derive_seed, seed_generators
 from .objectives import peer_loss, peer_update
 from .records import RunDir
@@ -178,17 +179,16 @@ class Trainer:
     # ---- one step ----
     def train_step(self, idx: torch.Tensor, negatives: torch.Tensor, layers: range, sums: dict, step: int = 0,
                    augment_gens: list[torch.Generator] | None = None) -> None:
-        enc, train = self.model.encoding, self.data.train
+        train = self.data.train
         images, labels = train.images(idx), train.y[idx]
         if augment_gens is not None:
             images = self.augment(images, augment_gens)  # positives and negatives share the augmented image
-        b = idx.shape[1]
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-            x = torch.cat([enc.embed(images, labels), enc.embed(images, negatives.gather(1, idx))], dim=1)
+            label_sets = torch.stack([labels, negatives.gather(1, idx)], dim=1)  # positives, negatives: [S, 2, B]
             # the step enters only through its parity (APL), so a compiled step is not rebuilt every batch
-            total, stepped, _ = self.step_losses(x, b, layers, step % 2, sums)
+            total, stepped, _, neutral = self.step_losses(images, label_sets, layers, step % 2, sums)
             if self.cfg.train.head:
-                total = total + self.step_head_loss(images, labels, sums)
+                total = total + self.step_head_loss(neutral, labels, sums)
         self.scaler.scale(total).backward()
         for k in stepped:
             self.scaler.step(self.layer_opts[k])
@@ -198,21 +198,30 @@ class Trainer:
             self.head_opt.zero_grad(set_to_none=True)
         self.scaler.update()
 
-    def layer_losses(self, x: torch.Tensor, b: int, layers: range, step: int, sums: dict):
-        """Sum of the local losses of this step and the layers whose optimisers step. Each layer's input is
-        detached, except under APL where a block without a loss passes its output on attached."""
+    def layer_losses(self, images: torch.Tensor, label_sets: torch.Tensor, layers: range, step: int, sums: dict):
+        """Sum of the local losses of this step, the layers whose optimisers step, each layer's loss, and
+        layer 0's output for the neutral label (for the head; None without one). Layer 0 sees the images with
+        the positive and negative label sets [S, 2, B] (rows: positives, then negatives); each deeper layer's
+        input is detached, except under APL where a block without a loss passes its output on attached."""
         model, cfg = self.model, self.cfg.model
-        total = x.new_zeros((), dtype=torch.float32)
+        b = label_sets.shape[-1]
+        total = images.new_zeros((), dtype=torch.float32)
         stepped, losses = [], {}
-        inp = x
+        neutral, inp = None, None
         for k in range(layers.stop):
             layer, obj = model.layers[k], model.objectives[k]
-            if k not in layers:  # frozen (greedy): only carries the input upwards
+            if k == 0:
+                with torch.set_grad_enabled(0 in layers and torch.is_grad_enabled()):
+                    out, neutral = model.encoding.label_sets(layer, images, label_sets, self.cfg.train.head)
+            elif k not in layers:
                 with torch.no_grad():
-                    inp = layer(inp).out
+                    out = layer(inp)
+            else:
+                attached = not self.computes_loss(k - 1, step) and (k - 1) in layers
+                out = layer(inp if attached else model.layer_input(k, inp))
+            if k not in layers:  # frozen (greedy): only carries the input upwards
+                inp = out.out
                 continue
-            attached = k > 0 and not self.computes_loss(k - 1, step) and (k - 1) in layers
-            out = layer(inp if attached else model.layer_input(k, inp))
             if not self.computes_loss(k, step):
                 inp = out.out  # stays attached: the next block's loss trains this block too
                 continue
@@ -234,12 +243,13 @@ class Trainer:
                 sums["g_neg"][k] += g_neg.mean(-1) * b
                 sums["seen"][k] += b
             inp = out.out
-        return total, stepped, losses
+        return total, stepped, losses, neutral
 
-    def head_loss(self, images: torch.Tensor, labels: torch.Tensor, sums: dict) -> torch.Tensor:
+    def head_loss(self, neutral: LayerOutput, labels: torch.Tensor, sums: dict) -> torch.Tensor:
+        """The linear head's loss on the neutral-label activities; `neutral` is layer 0's output."""
         model = self.model
         with torch.no_grad():
-            outputs = model.forward_layers(model.encoding.embed_neutral(images))
+            outputs = [neutral, *model.forward_layers(neutral.out, start=1)]
         logits = model.head_logits(outputs).float()  # [S, B, C]
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
         with torch.no_grad():

@@ -13,9 +13,9 @@ def apl_trainer(data, block_norm="batch"):
 
 
 def step_inputs(tr, data, n=8):
+    """Images [1, n, ...] and label sets [1, 2, n] (true, wrong) as a training step passes them."""
     images, y = data.train.images(slice(0, n)).unsqueeze(0), data.train.y[:n].unsqueeze(0)
-    enc = tr.model.encoding
-    return torch.cat([enc.embed(images, y), enc.embed(images, (y + 1) % 10)], dim=1)
+    return images, torch.stack([y, (y + 1) % 10], dim=1)
 
 
 def sums_for(model):
@@ -29,8 +29,8 @@ def test_parity_of_the_batch_picks_the_loss_blocks(mnist_small):
     tr = apl_trainer(mnist_small)
     layers = range(len(tr.model.layers))
     x = step_inputs(tr, mnist_small)
-    _, even, _ = tr.layer_losses(x, 8, layers, 0, sums_for(tr.model))
-    _, odd, _ = tr.layer_losses(x, 8, layers, 1, sums_for(tr.model))
+    _, even, _, _ = tr.layer_losses(*x, layers, 0, sums_for(tr.model))
+    _, odd, _, _ = tr.layer_losses(*x, layers, 1, sums_for(tr.model))
     assert even == [1, 3, 5]  # pairs (0,1), (2,3), (4,5)
     assert odd == [0, 2, 4]  # pairs (1,2), (3,4); block 0 alone
 
@@ -41,7 +41,7 @@ def test_a_loss_reaches_only_its_own_pair(mnist_small):
     layers = range(len(model.layers))
     for step in (0, 1):
         x = step_inputs(tr, mnist_small)
-        _, stepped, losses = tr.layer_losses(x, 8, layers, step, sums_for(model))
+        _, stepped, losses, _ = tr.layer_losses(*x, layers, step, sums_for(model))
         for k in stepped:
             pair = {k - 1, k} if k > 0 and k - 1 not in stepped else {k}
             for j, layer in enumerate(model.layers):

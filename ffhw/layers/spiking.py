@@ -21,7 +21,8 @@ import torch
 from snntorch import surrogate
 from torch import nn
 
-from .base import ConvBlock, FFLayer, LayerOutput, affine, affine_labels, init_std, normalize, register, seed_normal
+from .base import (ConvBlock, FFLayer, LayerOutput, affine, affine_label_sets, affine_labels, init_std, normalize,
+                   register, seed_normal)
 
 
 @dataclass
@@ -162,10 +163,24 @@ class SpikingLayer(FFLayer):
         current = torch.baddbmm(self.bias, x.reshape(s, -1, x.shape[-1]), self.weight)
         return self.integrate(current.view(s, n, self.steps, -1), constant=False)
 
-    def forward_labels(self, base: torch.Tensor, patterns: torch.Tensor) -> LayerOutput:
-        if self.options.encoding == "direct":  # the current is affine in the input: split image and label
-            return self.integrate(affine_labels(base, patterns, self.weight, self.bias, self.norm), constant=True)
-        return super().forward_labels(base, patterns)
+    def forward_labels(self, base, patterns, neutral=None):
+        if self.options.encoding != "direct":
+            return super().forward_labels(base, patterns, neutral)
+        # the current is affine in the input: split image and label
+        current, neutral_current = affine_labels(base, patterns, self.weight, self.bias, self.norm, neutral)
+        return (self.integrate(current, constant=True),
+                self.integrate(neutral_current, constant=True) if neutral_current is not None else None)
+
+    def forward_label_sets(self, base, patterns, labels, frozen_labels=None):
+        if self.options.encoding != "direct":
+            return super().forward_label_sets(base, patterns, labels, frozen_labels)
+        current, frozen_current = affine_label_sets(base, patterns, labels, self.weight, self.bias, self.norm,
+                                                    frozen_labels)
+        frozen = None
+        if frozen_current is not None:
+            with torch.no_grad():
+                frozen = self.integrate(frozen_current, constant=True)
+        return self.integrate(current, constant=True), frozen
 
     def hardware_stats(self, out: LayerOutput) -> dict[str, torch.Tensor]:
         rate = out.act.flatten(1).mean(-1)  # spikes per neuron per step

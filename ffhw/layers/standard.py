@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import (ConvBlock, FFLayer, LayerOutput, affine, affine_labels, init_std, normalize, register, relu,
-                   seed_normal)
+from .base import (ConvBlock, FFLayer, LayerOutput, affine, affine_label_sets, affine_labels, init_std, normalize,
+                   register, relu, seed_normal)
 
 
 class StandardExport(nn.Module):
@@ -35,9 +35,20 @@ class StandardLayer(FFLayer):
         h = relu(affine(x, self.weight, self.bias, self.norm), self.straight_through)
         return LayerOutput(act=h, out=h)
 
-    def forward_labels(self, base: torch.Tensor, patterns: torch.Tensor) -> LayerOutput:
-        h = relu(affine_labels(base, patterns, self.weight, self.bias, self.norm), self.straight_through)
-        return LayerOutput(act=h, out=h)
+    def forward_labels(self, base, patterns, neutral=None):
+        z, z_neutral = affine_labels(base, patterns, self.weight, self.bias, self.norm, neutral)
+        h = relu(z, self.straight_through)
+        h_neutral = relu(z_neutral, self.straight_through) if z_neutral is not None else None
+        return LayerOutput(act=h, out=h), (LayerOutput(act=h_neutral, out=h_neutral) if h_neutral is not None else None)
+
+    def forward_label_sets(self, base, patterns, labels, frozen_labels=None):
+        z, z_frozen = affine_label_sets(base, patterns, labels, self.weight, self.bias, self.norm, frozen_labels)
+        h = relu(z, self.straight_through)
+        frozen = None
+        if z_frozen is not None:
+            h_frozen = torch.relu_(z_frozen)
+            frozen = LayerOutput(act=h_frozen, out=h_frozen)
+        return LayerOutput(act=h, out=h), frozen
 
     def export_module(self, seed: int) -> nn.Module:
         return StandardExport(self.weight[seed].detach(), self.bias[seed].detach(), self.norm)
