@@ -216,7 +216,7 @@ def main() -> int:
     p.add_argument("--seed-widths", default="100,1000", help="layer widths of the seed-batching section")
     p.add_argument("--out", default="benchmarks/results/train_bench.json")
     args = p.parse_args()
-    console = Console()
+    console = Console(width=160)
     d = data_mod.load("mnist", None, "cpu")
     result = {"machine": {"node": platform.node(), "processor": platform.processor() or platform.machine(),
                           "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
