@@ -82,6 +82,7 @@ class MatmulReplay:
 
 
 MATMUL_OPS = {"bmm", "mm", "baddbmm", "addmm"}
+SECTIONS = ("training", "compile", "seed_batching", "quick")  # result keys, each with its provenance
 
 
 def product_flops(op, shapes) -> float:
@@ -320,6 +321,7 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
+    previous = {k: v for k, v in previous.items() if k in SECTIONS + ("provenance",)}  # drop keys of old layouts
     if "seed_batching" in result:  # rows of layer types not run this time are kept, with their provenance
         run_types = {r["layer_type"] for r in result["seed_batching"]}
         kept = [r for r in previous.get("seed_batching", []) if r["layer_type"] not in run_types]
@@ -330,7 +332,7 @@ def main() -> int:
     made_by = {"code": result["code"], "command": result["command"], "machine": result["machine"],
                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     provenance = {**previous.get("provenance", {}),
-                  **{key: made_by for key in ("training", "compile", "seed_batching", "quick") if key in result}}
+                  **{key: made_by for key in SECTIONS if key in result}}
     out.write_text(json.dumps({**previous, **result, "provenance": provenance}, indent=2) + "\n")
     console.print(f"written {out}")
     return 0
