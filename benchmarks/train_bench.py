@@ -10,7 +10,8 @@ Measured side by side in one run:
 - seed-batched vs sequential training: N seeds of a DEPTHxWIDTH network as one seed-batched network vs
   N single networks one after another (N x the median step time of one network), for N = 10 and 30 at
   widths 100 and 1000 (4 layers, batch 100), per layer type, the three step kinds timed in alternation;
-- (--sections compile) torch.compile of the step's losses vs eager, steps timed in alternation;
+- (--sections compile) torch.compile of the step's losses vs eager for standard, spiking and quantized
+  networks of several sizes, steps timed in alternation (the measurements behind train.compile = "auto");
 - time to 98% MNIST test accuracy with the `quick` preset (test accuracy checked after every epoch,
   outside the timed training; the benchmark is not model selection).
 
@@ -19,6 +20,7 @@ Measured side by side in one run:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -36,7 +38,7 @@ from ffhw import data as data_mod
 from ffhw.config import RunConfig, load_preset
 from ffhw.model import FFNet
 from ffhw.records import code_version
-from ffhw.train import Trainer
+from ffhw.train import Trainer, use_compile
 
 
 def textbook_gemms(cfg: RunConfig, in_dim: int, batch: int) -> list[tuple[int, int, int, bool]]:
@@ -155,7 +157,7 @@ def measure_training(cfg: RunConfig, d, epochs: int | None = None, check_test=Fa
 
 
 def step_runner(cfg: RunConfig, d, warmup: int = 3):
-    """A callable that runs the next training step (all seeds of cfg) on real data."""
+    """A callable that runs the next training step (all seeds of cfg) on real data; `.trainer` is its Trainer."""
     from ffhw.train import LAYER_METRICS
     model = FFNet(cfg, d.image_shape, d.num_classes)
     trainer = Trainer(cfg, d, model, torch.device("cpu"))
@@ -173,7 +175,16 @@ def step_runner(cfg: RunConfig, d, warmup: int = 3):
 
     for _ in range(warmup):
         step()
+    step.trainer = trainer
     return step
+
+
+def pin_compile(cfg: RunConfig, d) -> RunConfig:
+    """Fix train.compile to what `auto` chooses for the full run of cfg, so that shorter measurements of it
+    (a few steps, two epochs) run the way the full run does."""
+    cfg.train.compile = "on" if use_compile(cfg, FFNet(cfg, d.image_shape, d.num_classes), torch.device("cpu"),
+                                            len(d.train)) else "off"
+    return cfg
 
 
 def interleaved_medians(fns: dict, rounds: int, repeats: int) -> dict[str, float]:
@@ -198,6 +209,7 @@ def seed_batching(d, layer_types=("standard",), widths=(100, 1000), counts=(10, 
             for n in (1, *counts):
                 cfg = load_preset(layer_type)
                 cfg.model.hidden, cfg.train.batch_size, cfg.train.seeds = [width] * depth, 100, n
+                cfg.train.compile = "off"  # seed batching alone (compiling is measured in its own section)
                 runners[n] = step_runner(cfg, d)
             medians = interleaved_medians(runners, rounds, repeats)
             single = medians[1]
@@ -234,15 +246,19 @@ def main() -> int:
         if hidden:
             cfg.model.hidden, cfg.train.batch_size = hidden, batch
         b = cfg.train.batch_size
+        pin_compile(cfg, d)  # as train.compile = "auto" runs the full preset
         step = step_runner(cfg, d)
-        executed = MatmulReplay(capture_products(step))
+        eager = copy.deepcopy(cfg)
+        eager.train.compile = "off"  # the same products, seen eagerly at the dispatcher
+        executed = MatmulReplay(capture_products(step_runner(eager, d, warmup=1)))
         textbook = MatmulReplay.textbook(textbook_gemms(cfg, 784, b))
         medians = interleaved_medians({"step": step, "executed": executed, "textbook": textbook}, rounds=10,
                                       repeats=max(3, 1500 // b))
         hook, _ = measure_training(cfg, d, epochs=2)
         epoch_s = statistics.median(e["train_seconds"] for e in hook.epochs)
         eval_s = statistics.median(e["eval_seconds"] for e in hook.epochs)
-        entry = {"config": label, "hidden": cfg.model.hidden, "batch_size": b, "epoch_seconds": epoch_s,
+        entry = {"config": label, "hidden": cfg.model.hidden, "batch_size": b, "compiled": step.trainer.compiled,
+                 "epoch_seconds": epoch_s,
                  "eval_seconds": eval_s, "eval_share": eval_s / (epoch_s + eval_s),
                  "step_seconds": medians["step"],
                  "executed_products": len(executed.calls), "executed_gflop": executed.flops / 1e9,
@@ -258,11 +274,19 @@ def main() -> int:
         result["training"] = rows
     if "compile" in sections:  # torch.compile of the step's losses vs eager, steps timed in alternation
         result["compile"] = []
-        for label, hidden, batch in (("3x1000, batch 512", [1000, 1000, 1000], 512), ("quick (2x1000, batch 100)", [1000, 1000], 100)):
+        for label, preset, hidden, batch, seeds in (("3x1000, batch 512", "quick", [1000] * 3, 512, 1),
+                                                    ("quick (2x1000, batch 100)", "quick", [1000] * 2, 100, 1),
+                                                    ("4x100, batch 100", "standard", [100] * 4, 100, 1),
+                                                    ("4x100, batch 100, 30 seeds", "standard", [100] * 4, 100, 30),
+                                                    ("spiking 4x100, batch 100", "spiking", [100] * 4, 100, 1),
+                                                    ("spiking 2x1000, batch 100", "spiking", [1000] * 2, 100, 1),
+                                                    ("quantized 4x100, batch 100", "quantized", [100] * 4, 100, 1)):
             runners, setup = {}, {}
             for compiled in (False, True):
-                cfg = load_preset("quick")
-                cfg.model.hidden, cfg.train.batch_size, cfg.train.compile = hidden, batch, compiled
+                cfg = load_preset(preset)
+                cfg.model.hidden, cfg.train.batch_size = hidden, batch
+                cfg.train.compile = "on" if compiled else "off"
+                cfg.train.seeds = seeds
                 t = time.perf_counter()
                 runners[compiled] = step_runner(cfg, d)
                 setup[compiled] = time.perf_counter() - t
@@ -284,11 +308,11 @@ def main() -> int:
 
     table = Table(title="ffhw training benchmark (CPU): step time against its matrix products alone",
                   title_justify="left")
-    for col in ("config", "epoch s", "eval s", "eval share", "step ms", "executed products ms", "fraction",
+    for col in ("config", "compiled", "epoch s", "eval s", "eval share", "step ms", "executed products ms", "fraction",
                 "textbook products ms", "textbook fraction"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["config"], f"{r['epoch_seconds']:.2f}", f"{r['eval_seconds']:.2f}", f"{r['eval_share']:.1%}",
+        table.add_row(r["config"], "yes" if r["compiled"] else "no", f"{r['epoch_seconds']:.2f}", f"{r['eval_seconds']:.2f}", f"{r['eval_share']:.1%}",
                       f"{1e3 * r['step_seconds']:.1f}", f"{1e3 * r['executed_matmul_seconds']:.1f}",
                       f"{r['fraction_of_matmul']:.1%}", f"{1e3 * r['textbook_matmul_seconds']:.1f}",
                       f"{r['textbook_fraction']:.1%}")

@@ -33,6 +33,7 @@ CHOICES = {
     "train.lr_schedule": ("constant", "cooldown", "cosine"),
     "train.schedule": ("simultaneous", "greedy", "apl"),
     "train.autocast": ("none", "bf16", "fp16"),
+    "train.compile": ("auto", "on", "off"),
     "train.device": ("auto", "cpu", "cuda"),
 }
 
@@ -87,7 +88,9 @@ class TrainConfig:
     schedule: str = "simultaneous"
     autocast: str = "none"  # mixed precision for the forward passes: none, bf16, fp16 (with a gradient scaler)
     tf32: bool = False  # CUDA: fp32 matmuls and convolutions on TF32 tensor cores (no effect on the CPU)
-    compile: bool = False  # torch.compile the per-step losses and the head (README: where it measurably helps)
+    # torch.compile the per-step losses and the head: auto (where it measured faster: see `use_compile` in
+    # train.py), on, off
+    compile: str = "auto"
     head: bool = True  # train the linear classifier on neutral-label activities (loeweX)
     head_lr: float = 1e-2
     head_weight_decay: float = 3e-3
@@ -160,8 +163,14 @@ def merge(obj: Any, data: dict, prefix: str = "") -> None:
             setattr(obj, key, coerce(path, current, value))
 
 
+# Fields that were booleans in saved configs of earlier versions: their old values, as now written.
+FORMER_BOOLEANS = {"train.compile": {True: "on", False: "off", "true": "on", "false": "off"}}
+
+
 def coerce(path: str, current: Any, value: Any) -> Any:
     """Convert a preset or CLI value to the type of the field's current value."""
+    if path in FORMER_BOOLEANS:
+        value = FORMER_BOOLEANS[path].get(value.lower() if isinstance(value, str) else value, value)
     try:
         if isinstance(current, bool):
             if isinstance(value, str):

@@ -66,6 +66,26 @@ def tune_cpu_runtime() -> None:
         pass
 
 
+# Auto-compiled runs need this many training steps: compiling takes 2-40 s on the CPU (more for deep networks)
+# and saves 1-20 ms per step where it helps, so short runs (and the tests) stay eager.
+COMPILE_MIN_STEPS = 5000
+
+
+def use_compile(cfg: RunConfig, model, device: torch.device, train_size: int) -> bool:
+    """Whether to torch.compile the step: train.compile on/off, or for auto the measured rule: on the CPU,
+    for runs of at least COMPILE_MIN_STEPS steps whose largest activation tensor (all seeds, positives and
+    negatives, values per unit) is within what the layer type measured faster compiled. Off on GPUs until
+    measured there."""
+    t = cfg.train
+    if t.compile != "auto":
+        return t.compile == "on"
+    layer_type = type(model.layers[0])
+    steps = t.epochs * math.ceil(train_size / t.batch_size)
+    values = (model.seeds * 2 * t.batch_size * max(layer.units for layer in model.layers)
+              * layer_type.values_per_unit(model.options))
+    return device.type == "cpu" and steps >= COMPILE_MIN_STEPS and values <= layer_type.compile_max_values
+
+
 def make_optimizer(params, cfg: RunConfig, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam or SGD with momentum; the fused implementation (one kernel for all parameters; training steps
     measured 1.25x faster on a 2-core CPU) where this torch build has it. Every update is elementwise,
@@ -108,8 +128,15 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
         # Compiled: the elementwise work of each layer (normalisation, activation, goodness, loss and their
         # gradients) fuses into a few kernels; shapes are static (one recompile for a short last batch).
-        self.step_losses = torch.compile(self.layer_losses, dynamic=False) if t.compile else self.layer_losses
-        self.step_head_loss = torch.compile(self.head_loss, dynamic=False) if t.compile else self.head_loss
+        self.compiled = use_compile(cfg, model, device, len(data.train))
+        self.step_losses, self.step_head_loss = self.layer_losses, self.head_loss
+        if self.compiled:
+            # Each Trainer's bound methods compile anew; a study trains many networks in one process.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            if t.compile == "auto":  # chosen for speed: where compiling fails, run eager rather than stop
+                torch._dynamo.config.suppress_errors = True
+            self.step_losses = torch.compile(self.layer_losses, dynamic=False)
+            self.step_head_loss = torch.compile(self.head_loss, dynamic=False)
         self.rows: list[dict] = []
         self.start_epoch = 0
         self._eval_negatives: dict[str, torch.Tensor] = {}
@@ -364,7 +391,7 @@ class Trainer:
         model = self.model
         out = {"status": status, "epochs_completed": epoch, "epochs": self.cfg.train.epochs,
                "layer_type": self.cfg.model.layer_type, "dataset": self.data.name,
-               "device": str(self.device), "seeds": model.seed_list,
+               "device": str(self.device), "compiled": self.compiled, "seeds": model.seed_list,
                "parameters_per_seed": sum(layer.parameters_per_seed() for layer in model.layers),
                "deployed_weight_bytes_per_seed": sum(layer.deployed_weight_bytes() for layer in model.layers)}
         for metric in ("acc_goodness", "acc_head"):

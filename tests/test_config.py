@@ -43,3 +43,13 @@ def test_every_preset_loads_and_round_trips():
 def test_missing_preset_lists_available():
     with pytest.raises(ConfigError, match="available: .*quick"):
         load_preset("no-such-preset")
+
+
+def test_configs_saved_with_a_boolean_compile_still_load():
+    assert RunConfig.from_dict({"train": {"compile": True}}).validate().train.compile == "on"
+    assert RunConfig.from_dict({"train": {"compile": False}}).validate().train.compile == "off"
+    cfg = RunConfig()
+    override(cfg, "train.compile", "false")  # as --set train.compile=false gives it
+    assert cfg.train.compile == "off"
+    with pytest.raises(ConfigError, match="train.compile"):
+        RunConfig.from_dict({"train": {"compile": "sometimes"}}).validate()

@@ -77,6 +77,11 @@ class FFLayer(nn.Module):
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{cls.type_name} layer options: {exc}") from None
 
+    # The largest activation tensor of a training step (values, as in `values_per_unit`) up to which
+    # torch.compile measured faster than eager for this type on the CPU (benchmarks/train_bench.py
+    # --sections compile); train.compile = "auto" compiles below it. 0: not measured faster, never auto.
+    compile_max_values: ClassVar[float] = 0.0
+
     @classmethod
     def values_per_unit(cls, options: Any) -> int:
         """Activity values one unit holds per sample in a training step (spiking: one per time step); sizes
@@ -344,7 +349,11 @@ class StraightThroughReLU(torch.autograd.Function):
 
 def relu(z: torch.Tensor, straight_through: bool) -> torch.Tensor:
     """ReLU of a freshly computed pre-activation, in place (one memory pass less; `z` must not be reused)."""
-    return StraightThroughReLU.apply(z) if straight_through else torch.relu_(z)
+    if not straight_through:
+        return torch.relu_(z)
+    if torch.compiler.is_compiling():  # torch.compile cannot trace mark_dirty; it fuses this form anyway
+        return z + (torch.relu(z) - z).detach()
+    return StraightThroughReLU.apply(z)
 
 
 def init_std(out_features: int) -> float:
@@ -356,6 +365,8 @@ def init_std(out_features: int) -> float:
 class ConvBlock(FFLayer):
     """Shared machinery of the conv block types. Inputs are [S, N, C, H, W]. Seeds run as groups of one
     grouped convolution, and batch norm over the S*C channels keeps separate statistics per seed."""
+
+    compile_max_values: ClassVar[float] = 0.0  # conv steps: torch.compile not measured
 
     def __init__(self, index, in_shape: tuple[int, int, int], out_channels: int, pool: bool, seeds, model,
                  options, generators):

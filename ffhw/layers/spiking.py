@@ -123,6 +123,9 @@ def linear_module(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
 
 @register("spiking")
 class SpikingLayer(FFLayer):
+    # Measured (2-core CPU): compiled steps 5.3x faster for 4x100 and 2.0x for 2x1000 at batch 512 (8M
+    # values): the time loop's elementwise neuron updates fuse.
+    compile_max_values = float("inf")
     Options = SpikingOptions
 
     @classmethod
