@@ -126,6 +126,9 @@ class SeedActQuant(nn.Module):
         self.count = count
         self.counter.fill_(count)
 
+    # torch.compile would specialise on the host-side step count and recompile at every statistics step
+    # (measured: 10 s per step); kept eager, so a compiled quantized step runs like an eager one.
+    @torch.compiler.disable
     def threshold(self, x: torch.Tensor) -> torch.Tensor:
         """Per-seed clipping threshold [S] for input x [S, ...] (advances the statistics in training)."""
         if self.training and self.count < self.collect_steps:
