@@ -190,3 +190,13 @@ def test_auto_compile_follows_the_measured_rule(mnist_small):
     assert not use_compile(quantized, FFNet(quantized, mnist_small.image_shape, 10), cpu, 60000)
     cfg.train.compile = "off"
     assert not use_compile(cfg, model, cpu, 60000)
+
+
+@pytest.mark.parametrize("layer_type", ["standard", "spiking", "quantized"])
+def test_bf16_autocast_trains(mnist_small, layer_type):
+    """Mixed precision runs every layer type's step, hand-written backwards included (CPU bf16 here)."""
+    cfg = small_config(layer_type, hidden=(64, 64), epochs=2, lr=3e-3, batch_size=50, autocast="bf16")
+    if layer_type == "spiking":
+        cfg.model.theta = 0.2  # rate units
+    summary = trainer_for(cfg, mnist_small).fit()
+    assert summary["test_acc_head"]["mean"] > 0.3, summary  # chance 0.1

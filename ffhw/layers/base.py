@@ -300,21 +300,23 @@ class LabelSetsAffine(torch.autograd.Function):
         frozen = rows(frozen_labels.unsqueeze(1))[0] if frozen_labels is not None else z.new_zeros(())
         ctx.mark_non_differentiable(frozen)
         ctx.save_for_backward(base, onehot, scale)
-        ctx.patterns, ctx.sets, ctx.weight_dtype = patterns, k, weight.dtype
+        ctx.patterns, ctx.sets, ctx.dtypes = patterns, k, (weight.dtype, bias.dtype)
         return z, frozen
 
     @staticmethod
     def backward(ctx, grad_z, _):
         base, onehot, scale = ctx.saved_tensors
         s, rows, u = grad_z.shape
+        dtype = onehot.dtype  # the forward's product dtype (bf16/fp16 under autocast)
         grad_bias = grad_z.sum(1, keepdim=True)
-        g = grad_z if scale is None else grad_z * scale  # gradient of the unscaled product
+        g = (grad_z if scale is None else grad_z * scale).to(dtype)  # gradient of the unscaled product
         image_grad = g.view(s, ctx.sets, rows // ctx.sets, u).sum(1)  # [S, N, U]: one image, all its sets
-        grad_weight = torch.bmm(base.transpose(1, 2).to(g.dtype), image_grad)
+        grad_weight = torch.bmm(base.transpose(1, 2).to(dtype), image_grad)
         pattern_grad = torch.bmm(onehot.transpose(1, 2), g)  # [S, P, U]
-        label_part = torch.matmul(ctx.patterns.values.t().to(g.dtype), pattern_grad)  # [S, m, U]
+        label_part = torch.matmul(ctx.patterns.values.t().to(dtype), pattern_grad)  # [S, m, U]
         grad_weight.index_add_(1, ctx.patterns.positions, label_part)
-        return None, grad_weight.to(ctx.weight_dtype), grad_bias, None, None, None, None
+        weight_dtype, bias_dtype = ctx.dtypes
+        return None, grad_weight.to(weight_dtype), grad_bias.to(bias_dtype), None, None, None, None
 
 
 def affine_label_sets(base: torch.Tensor, patterns: LabelPatterns, labels: torch.Tensor, weight: torch.Tensor,
