@@ -107,6 +107,8 @@ def train(cfg: RunConfig, run_path: Path | None, quiet: bool = False, resume: bo
                                             f"{d.name}, {cfg.train.seeds} seed(s), {device}"
                                             + (f" -> {run.path}" if run else ""))
     trainer = Trainer(cfg, d, model, device, run, ui)
+    if ui and trainer.compiled:
+        ui.title += "\nsteps compiled by torch.compile (train.compile): the first steps include compiling"
     if resume:
         state = run.load_checkpoint()
         if state is None:
