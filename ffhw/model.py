@@ -94,11 +94,11 @@ class FFNet(nn.Module):
         input stays attached to the encoding, so a learned label channel trains with layer 0's loss."""
         return x if k == 0 else x.detach()
 
-    def forward_layers(self, x: torch.Tensor, upto: int | None = None, start: int = 0) -> list[LayerOutput]:
-        """Run layers start..upto-1 on their input x [S, N, ...] (encoded inputs for layer 0), each on its
+    def forward_layers(self, x: torch.Tensor, start: int = 0) -> list[LayerOutput]:
+        """Run layers start.. on their input x [S, N, ...] (encoded inputs for layer 0), each on its
         `layer_input` (learning stays local)."""
         outputs, inp = [], x
-        for k in range(start, upto if upto is not None else len(self.layers)):
+        for k in range(start, len(self.layers)):
             out = self.layers[k](self.layer_input(k, inp))
             outputs.append(out)
             inp = out.out

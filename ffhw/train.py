@@ -1,7 +1,8 @@
 """The training loop: plain, visible, the same for every layer type.
 
-Each step: draw a batch per seed -> embed true labels (positives) and wrong labels (negatives) -> run the
-layers, each on its detached input -> per-layer goodness loss (+ peer normalisation) -> one backward over
+Each step: draw a batch per seed -> layer 0 on the images with their true labels (positives), wrong labels
+(negatives) and, for the head, the neutral label (each image projected once where the layer type allows it)
+-> the deeper layers, each on its detached input -> per-layer goodness loss (+ peer normalisation) -> one backward over
 the sum of local losses (no gradient crosses a layer) -> each layer's optimiser steps. The linear head
 trains beside them on the detached neutral-label activities.
 
