@@ -1,7 +1,7 @@
 """Training benchmark: prints a table and writes JSON. Not a test: numbers depend on the machine.
 
 Measured side by side in one run:
-- ffhw's training rate for FC networks as a fraction of the machine's matmul rate on the same work: the
+- ffhw's training rate for FC networks, eager and compiled, as a fraction of the machine's matmul rate on the same work: the
   step's own matrix products (captured at ATen's dispatcher during one step, forward and backward)
   replayed alone, i.e. the share of a step spent in matrix products; and, like MFU, the textbook step's
   products (forward of positives and negatives, weight gradient, neutral pass for the head, for every
@@ -237,46 +237,52 @@ def main() -> int:
 
     sections = set(args.sections.split(","))
     rows = []
-    # FC 3x1000 at batch 512 and the quick preset's own shape. The training rate is the FLOPs of a step over
-    # its median time. References, timed in alternation with the steps: the step's own matrix products
-    # (captured at the dispatcher) replayed alone, and the textbook step's products replayed alone.
+    # FC 3x1000 at batch 512 and the quick preset's own shape, each eager and compiled. The training rate is
+    # the FLOPs of a step over its median time. References, timed in alternation with both steps: the
+    # step's own matrix products (captured at the dispatcher) replayed alone, and the textbook step's
+    # products replayed alone. Epoch and evaluation times come from three epochs of each mode.
     for label, hidden, batch in (("3x1000, batch 512", [1000, 1000, 1000], 512), ("quick (2x1000, batch 100)", None, None))\
             if "training" in sections else ():
         cfg = load_preset("quick")
         if hidden:
             cfg.model.hidden, cfg.train.batch_size = hidden, batch
         b = cfg.train.batch_size
-        pin_compile(cfg, d)  # as train.compile = "auto" runs the full preset
-        step = step_runner(cfg, d)
-        eager = copy.deepcopy(cfg)
-        eager.train.compile = "off"  # the same products, seen eagerly at the dispatcher
-        executed = MatmulReplay(capture_products(step_runner(eager, d, warmup=1)))
+        auto = pin_compile(copy.deepcopy(cfg), d).train.compile  # what train.compile = "auto" runs the full preset as
+        modes = {}
+        for mode in ("off", "on"):
+            modes[mode] = copy.deepcopy(cfg)
+            modes[mode].train.compile = mode
+        steps = {mode: step_runner(c, d) for mode, c in modes.items()}
+        executed = MatmulReplay(capture_products(step_runner(modes["off"], d, warmup=1)))  # eager: same products
         textbook = MatmulReplay.textbook(textbook_gemms(cfg, 784, b))
-        medians = interleaved_medians({"step": step, "executed": executed, "textbook": textbook}, rounds=10,
+        medians = interleaved_medians({**steps, "executed": executed, "textbook": textbook}, rounds=10,
                                       repeats=max(3, 1500 // b))
-        hook, _ = measure_training(cfg, d, epochs=3)
-        later = hook.epochs[1:]  # the first epoch also compiles (when compiled) and warms the allocator
-        epoch_s = statistics.median(e["train_seconds"] for e in later)
-        eval_s = statistics.median(e["eval_seconds"] for e in later)
-        entry = {"config": label, "hidden": cfg.model.hidden, "batch_size": b, "compiled": step.trainer.compiled,
-                 "epoch_seconds": epoch_s,
-                 "eval_seconds": eval_s, "eval_share": eval_s / (epoch_s + eval_s),
-                 "step_seconds": medians["step"],
-                 "executed_products": len(executed.calls), "executed_gflop": executed.flops / 1e9,
-                 "executed_matmul_seconds": medians["executed"],
-                 "train_gflops": executed.flops / medians["step"] / 1e9,
-                 "matmul_gflops": executed.flops / medians["executed"] / 1e9,
-                 "fraction_of_matmul": medians["executed"] / medians["step"],
-                 "textbook_gflop": textbook.flops / 1e9, "textbook_matmul_seconds": medians["textbook"],
-                 "textbook_train_gflops": textbook.flops / medians["step"] / 1e9,
-                 "textbook_fraction": medians["textbook"] / medians["step"]}
-        rows.append(entry)
+        for mode, mode_cfg in modes.items():
+            hook, _ = measure_training(mode_cfg, d, epochs=3)
+            later = hook.epochs[1:]  # the first epoch also compiles (when compiled) and warms the allocator
+            epoch_s = statistics.median(e["train_seconds"] for e in later)
+            eval_s = statistics.median(e["eval_seconds"] for e in later)
+            step_s = medians[mode]
+            rows.append({"config": label, "hidden": cfg.model.hidden, "batch_size": b, "compiled": mode == "on",
+                         "auto_compiles": auto == "on",
+                         "epoch_seconds": epoch_s, "eval_seconds": eval_s, "eval_share": eval_s / (epoch_s + eval_s),
+                         "step_seconds": step_s,
+                         "executed_products": len(executed.calls), "executed_gflop": executed.flops / 1e9,
+                         "executed_matmul_seconds": medians["executed"],
+                         "train_gflops": executed.flops / step_s / 1e9,
+                         "matmul_gflops": executed.flops / medians["executed"] / 1e9,
+                         "fraction_of_matmul": medians["executed"] / step_s,
+                         "textbook_gflop": textbook.flops / 1e9, "textbook_matmul_seconds": medians["textbook"],
+                         "textbook_train_gflops": textbook.flops / step_s / 1e9,
+                         "textbook_fraction": medians["textbook"] / step_s})
     if rows:
         result["training"] = rows
     if "compile" in sections:  # torch.compile of the step's losses vs eager, steps timed in alternation
         result["compile"] = []
         for label, preset, hidden, batch, seeds in (("3x1000, batch 512", "quick", [1000] * 3, 512, 1),
+                                                    ("2x2000, batch 512", "quick", [2000] * 2, 512, 1),
                                                     ("quick (2x1000, batch 100)", "quick", [1000] * 2, 100, 1),
+                                                    ("4x1000, batch 100, 10 seeds", "standard", [1000] * 4, 100, 10),
                                                     ("4x100, batch 100", "standard", [100] * 4, 100, 1),
                                                     ("4x100, batch 100, 30 seeds", "standard", [100] * 4, 100, 30),
                                                     ("spiking 4x100, batch 100", "spiking", [100] * 4, 100, 1),
@@ -313,7 +319,7 @@ def main() -> int:
                 "textbook products ms", "textbook fraction"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["config"], "yes" if r["compiled"] else "no", f"{r['epoch_seconds']:.2f}", f"{r['eval_seconds']:.2f}", f"{r['eval_share']:.1%}",
+        table.add_row(r["config"], ("yes" if r["compiled"] else "no") + (" (auto)" if r["compiled"] == r["auto_compiles"] else ""), f"{r['epoch_seconds']:.2f}", f"{r['eval_seconds']:.2f}", f"{r['eval_share']:.1%}",
                       f"{1e3 * r['step_seconds']:.1f}", f"{1e3 * r['executed_matmul_seconds']:.1f}",
                       f"{r['fraction_of_matmul']:.1%}", f"{1e3 * r['textbook_matmul_seconds']:.1f}",
                       f"{r['textbook_fraction']:.1%}")

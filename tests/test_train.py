@@ -184,7 +184,7 @@ def test_auto_compile_follows_the_measured_rule(mnist_small):
     assert not use_compile(cfg, model, cpu, 3000)  # too short to pay for compiling
     assert use_compile(cfg, model, cpu, 60000)  # small standard layers, long run
     assert not use_compile(cfg, model, torch.device("cuda"), 60000)  # not measured on GPUs
-    wide = small_config(hidden=(4000, 4000), epochs=100)  # 200 x 4000 = 800k values per activation tensor
+    wide = small_config(hidden=(2000, 2000), epochs=100, batch_size=400)  # 2 x 400 x 2000 = 1.6M values per activation tensor
     assert not use_compile(wide, FFNet(wide, mnist_small.image_shape, 10), cpu, 60000)
     quantized = small_config("quantized", hidden=(100, 100), epochs=100)
     assert not use_compile(quantized, FFNet(quantized, mnist_small.image_shape, 10), cpu, 60000)
@@ -200,3 +200,33 @@ def test_bf16_autocast_trains(mnist_small, layer_type):
         cfg.model.theta = 0.2  # rate units
     summary = trainer_for(cfg, mnist_small).fit()
     assert summary["test_acc_head"]["mean"] > 0.3, summary  # chance 0.1
+
+
+FLUSH_CHECK = """
+import torch
+torch.set_num_threads(2)
+torch.ones(1 << 20).mul(2.0)  # a parallel op: the OpenMP workers exist from here on
+from ffhw.train import flush_denormals_in_all_threads
+{call}
+# denormals, from their bits (a float literal would be flushed on conversion); the product splits across threads
+tiny = torch.full((1 << 22,), 1000, dtype=torch.int32).view(torch.float32)
+print((tiny * 1.0 == 0).float().mean().item())
+"""
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_denormals_flush_in_every_thread(flush):
+    """torch.set_flush_denormal reaches the calling thread only; after the fix every OpenMP worker flushes
+    too (a half-flushed product is what made the main thread wait for its worker in every matmul)."""
+    import subprocess
+    import sys
+    if torch.get_num_threads() < 2:
+        pytest.skip("needs two threads")
+    call = "assert flush_denormals_in_all_threads()" if flush else "torch.set_flush_denormal(True)"
+    out = subprocess.run([sys.executable, "-c", FLUSH_CHECK.format(call=call)], capture_output=True, text=True,
+                         check=True).stdout
+    flushed = float(out.strip().splitlines()[-1])
+    if flush:
+        assert flushed == 1.0
+    else:  # the torch call alone: the worker's share keeps its denormals (what the fix is for)
+        assert flushed < 1.0
