@@ -126,7 +126,8 @@ def test_seed_batch_rule_bounds_step_memory_on_the_cpu():
     assert choose_seed_batch(cfg("standard", 1000), 30) == 30  # 30 x 200 x 1000 floats = 24 MB
     spiking = choose_seed_batch(cfg("spiking", 1000, steps=8), 30)  # 6.4 MB per seed
     assert spiking == SEED_BATCH_BYTES_CPU // (200 * 1000 * 8 * 4) == 10
-    assert choose_seed_batch(cfg("quantized", 1000), 30) == SEED_BATCH_BYTES_CPU // (200 * 1000 * 4 * 4) == 20
+    assert choose_seed_batch(cfg("quantized", 1000), 30) == SEED_BATCH_BYTES_CPU // (200 * 1000 * 16 * 4) == 5
+    assert choose_seed_batch(cfg("quantized", 300), 30) == 17
     conv = cfg("standard", 100)
     conv.model.architecture = "small"
     assert choose_seed_batch(conv, 30) == 1

@@ -84,8 +84,9 @@ class FFLayer(nn.Module):
 
     @classmethod
     def values_per_unit(cls, options: Any) -> int:
-        """Activity values one unit holds per sample in a training step (spiking: one per time step); sizes
-        the memory of seed-batched steps."""
+        """Activity values one unit counts for per sample in a training step (spiking: one per time step),
+        which sizes seed-batched steps (and the compile rule); a type may charge more where it measured
+        seed batching to stop paying sooner than its memory says."""
         return 1
 
     @property
