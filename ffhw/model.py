@@ -127,7 +127,7 @@ class FFNet(nn.Module):
         (`forward_labels`); the rest run on the N*C label-embedded activities (and the N neutral ones).
         """
         s, n, c = self.seeds, images.shape[0], self.num_classes
-        out, neutral = self.encoding.all_labels(self.layers[0], images, self.seeds, neutral=with_head)
+        out, neutral = self.encoding.all_labels(self.layers[0], images, s, neutral=with_head)
         goodness, stats = [], []
         for k, (layer, obj) in enumerate(zip(self.layers, self.objectives)):
             if k:
