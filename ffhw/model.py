@@ -72,6 +72,11 @@ class FFNet(nn.Module):
         self.register_buffer("_image_shape", torch.tensor(image_shape))
         self.register_buffer("_num_classes", torch.tensor(num_classes))
 
+    def fuse_evaluation(self, on: bool = True) -> None:
+        """Evaluate with the layer type's fused (compiled) kernels where it has them (see layers/fused.py)."""
+        for layer in self.layers:
+            layer.fused_evaluation = on
+
     @property
     def seeds(self) -> int:
         return len(self.seed_list)
@@ -113,7 +118,9 @@ class FFNet(nn.Module):
         for k in self.classifier_layers:
             a = outputs[k].act.detach().flatten(2)
             d = a.shape[-1]
-            rms_inverse = 1.0 / (torch.linalg.vector_norm(a, dim=-1, keepdim=True) / d ** 0.5 + 1e-8)
+            sum_sq = outputs[k].act_sum_sq  # taken by a fused evaluation kernel, if one ran
+            norm = torch.linalg.vector_norm(a, dim=-1, keepdim=True) if sum_sq is None else sum_sq.unsqueeze(-1).sqrt()
+            rms_inverse = 1.0 / (norm / d ** 0.5 + 1e-8)
             logits = torch.addcmul(logits, torch.bmm(a, self.head_weight[:, offset:offset + d]), rms_inverse)
             offset += d
         return logits
@@ -128,17 +135,20 @@ class FFNet(nn.Module):
         """
         s, n, c = self.seeds, images.shape[0], self.num_classes
         out, neutral = self.encoding.all_labels(self.layers[0], images, s, neutral=with_head)
-        goodness, stats = [], []
+        goodness, stats, last = [], [], len(self.layers) - 1
         for k, (layer, obj) in enumerate(zip(self.layers, self.objectives)):
             if k:
-                out = layer(out.out)
+                out = layer.evaluate(out, keep_output=k < last)
             # read while the layer's output is freshly written (1.7% faster evaluation than after all layers)
-            goodness.append(obj.goodness(out.act).reshape(s, n, c))
+            goodness.append(obj.goodness_of(out).reshape(s, n, c))
             stats.append(layer.hardware_stats(out))
         goodness = torch.stack(goodness)
         logits = None
         if with_head:
-            logits = self.head_logits([neutral, *self.forward_layers(neutral.out, start=1)])
+            outputs = [neutral]
+            for layer in self.layers[1:]:
+                outputs.append(layer.evaluate(outputs[-1]))
+            logits = self.head_logits(outputs)
         return goodness, logits, stats
 
     @torch.no_grad()

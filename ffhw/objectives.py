@@ -69,6 +69,12 @@ class Objective:
     def goodness(self, act: torch.Tensor) -> torch.Tensor:
         return goodness(act, self.kind)
 
+    def goodness_of(self, out) -> torch.Tensor:
+        """Goodness of a LayerOutput [S, M], from the sum of squares a fused kernel already took if it did."""
+        if out.act_sum_sq is None:
+            return self.goodness(out.act)
+        return out.act_sum_sq if self.kind == "sum" else out.act_sum_sq / out.act_features
+
     def goodness_and_positive_mean(self, act: torch.Tensor, positives: int):
         """Goodness [S, N] and each unit's mean activity over the first `positives` samples [S, F] (or None)."""
         return goodness_stats(act, self.kind, positives)

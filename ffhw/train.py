@@ -171,6 +171,7 @@ class Trainer:
                 torch._dynamo.config.suppress_errors = True
             self.step_losses = torch.compile(self.layer_losses, dynamic=False)
             self.step_head_loss = torch.compile(self.head_loss, dynamic=False)
+        model.fuse_evaluation(self.compiled)
         self.rows: list[dict] = []
         self.start_epoch = 0
         self._eval_negatives: dict[str, torch.Tensor] = {}

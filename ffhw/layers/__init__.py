@@ -1,5 +1,6 @@
 """FF layer types. Each module in this package defines one type and registers it; importing the
-package imports them all, so adding a layer type is adding one file here."""
+package imports them all, so adding a layer type is adding one file here (`base` and `fused` hold what
+the types share)."""
 import importlib
 import pkgutil
 
@@ -7,7 +8,7 @@ from ..errors import ConfigError
 from .base import CONV_TYPES, LAYER_TYPES, ConvBlock, FFLayer, LayerOutput, register
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
+    if _module.name not in ("base", "fused"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 

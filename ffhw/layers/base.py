@@ -39,8 +39,15 @@ def register(name: str, kind: str = "fc"):
 
 @dataclass
 class LayerOutput:
-    act: torch.Tensor
-    out: torch.Tensor
+    act: torch.Tensor | None
+    out: torch.Tensor | None
+    # Reductions a fused evaluation kernel computed in the same pass (None: computed from act and out):
+    # per-sample sums of squares of act (over its act_features values) and of out [S, M], and each seed's
+    # share of non-zero values of out [S]. act and out are None where the caller asked for reductions only.
+    act_sum_sq: torch.Tensor | None = None
+    act_features: int = 0
+    out_sum_sq: torch.Tensor | None = None
+    out_nonzero: torch.Tensor | None = None
 
 
 @dataclass
@@ -55,6 +62,9 @@ class FFLayer(nn.Module):
     # of every epoch from (seed, layer, epoch): seed-batched and separate runs draw the same numbers per seed.
     # None (outside training): the global RNG.
     noise_generators: list[torch.Generator] | None = None
+    # Set by a compiling trainer (FFNet.fuse_evaluation): without gradient, a type that has fused kernels
+    # (layers/fused.py) uses them and fills LayerOutput's reductions.
+    fused_evaluation: bool = False
 
     def __init__(self, index: int, in_features: int, out_features: int, seeds: int,
                  model: ModelConfig, options: Any, generators: list[torch.Generator]):
@@ -127,9 +137,20 @@ class FFLayer(nn.Module):
                 frozen = self(base + dense[frozen_labels])
         return out, frozen
 
+    def runs_fused(self) -> bool:
+        """Whether this call should use fused evaluation kernels: asked for, no gradient, not being traced."""
+        return self.fused_evaluation and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+    def evaluate(self, inp: LayerOutput, keep_output: bool = True) -> LayerOutput:
+        """The layer in evaluation (no gradient) on the previous layer's output. `keep_output=False`: the
+        caller reads only goodness and statistics (the last layer), so a type with fused kernels may skip
+        writing its activities."""
+        return self(inp.out)
+
     def hardware_stats(self, out: LayerOutput) -> dict[str, torch.Tensor]:
         """Per-seed [S] statistics of one evaluation batch; averaged over batches by the trainer."""
-        return {"sparsity": 1.0 - nonzero_fraction(out.out.flatten(1))}
+        nonzero = out.out_nonzero if out.out_nonzero is not None else nonzero_fraction(out.out.flatten(1))
+        return {"sparsity": 1.0 - nonzero}
 
     def static_stats(self) -> dict[str, torch.Tensor | float]:
         """Per-seed statistics of the parameters (bit widths, weight levels); recorded once per epoch."""
@@ -234,11 +255,18 @@ def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, norm: str)
     """
     if norm == "none":
         return torch.baddbmm(bias, x, weight)
-    scale = norm_scale(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square(), x.shape[-1], norm)
-    z = torch.bmm(x, weight)
+    z, scale = affine_parts(x, weight, norm)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
         return torch.addcmul(bias, z, scale)
     return torch.addcmul(bias, z, scale, out=z)  # without autograd: in place, while z is still in cache
+
+
+def affine_parts(x: torch.Tensor, weight: torch.Tensor, norm: str,
+                 x_sum_sq: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `affine` combines: the product x @ W [S, N, U] and the normalisation factors [S, N, 1];
+    `x_sum_sq` [S, N]: the rows' sums of squares where already known."""
+    sum_sq = torch.linalg.vector_norm(x, dim=-1).square() if x_sum_sq is None else x_sum_sq
+    return torch.bmm(x, weight), norm_scale(sum_sq.unsqueeze(-1), x.shape[-1], norm)
 
 
 def affine_labels(base: torch.Tensor, patterns: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -250,15 +278,9 @@ def affine_labels(base: torch.Tensor, patterns: torch.Tensor, weight: torch.Tens
     W x_c = W base + W p_c: the normalisation factor and the projection split exactly.
     base [S, N, D], patterns [C, D], neutral [D] -> [S, N*C, U] and [S, N, U] (or None)
     """
-    s, n, d = base.shape
+    s, n = base.shape[:2]
     c = patterns.shape[0]
-    if neutral is not None:
-        patterns = torch.cat([patterns, neutral[None]])
-    z_base = torch.bmm(base, weight)  # [S, N, U]
-    z_label = torch.matmul(patterns, weight)  # [S, C(+1), U]
-    sum_sq = (torch.linalg.vector_norm(base, dim=-1, keepdim=True).square()
-              + torch.linalg.vector_norm(patterns, dim=-1).square())  # [S, N, C(+1)]
-    scale = norm_scale(sum_sq, d, norm).unsqueeze(-1)
+    z_base, z_label, scale = affine_label_parts(base, patterns, weight, norm, neutral)
     tracked = torch.is_grad_enabled() and (base.requires_grad or weight.requires_grad or bias.requires_grad)
 
     def finish(z, scale):  # bias + scale * z, in place where no gradient is recorded
@@ -269,6 +291,19 @@ def affine_labels(base: torch.Tensor, patterns: torch.Tensor, weight: torch.Tens
     if neutral is not None:
         z_neutral = finish((z_base + z_label[:, c:])[:, :, None], scale[:, :, c:])[:, :, 0]
     return z, z_neutral
+
+
+def affine_label_parts(base: torch.Tensor, patterns: torch.Tensor, weight: torch.Tensor, norm: str,
+                       neutral: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What `affine_labels` combines: image products [S, N, U], label products [S, C(+1), U] (the neutral
+    pattern last) and normalisation factors [S, N, C(+1), 1]."""
+    if neutral is not None:
+        patterns = torch.cat([patterns, neutral[None]])
+    z_base = torch.bmm(base, weight)  # [S, N, U]
+    z_label = torch.matmul(patterns, weight)  # [S, C(+1), U]
+    sum_sq = (torch.linalg.vector_norm(base, dim=-1, keepdim=True).square()
+              + torch.linalg.vector_norm(patterns, dim=-1).square())  # [S, N, C(+1)]
+    return z_base, z_label, norm_scale(sum_sq, base.shape[-1], norm).unsqueeze(-1)
 
 
 class LabelSetsAffine(torch.autograd.Function):
