@@ -13,9 +13,13 @@ Measured side by side in one run:
 - (--sections compile) torch.compile of the step's losses vs eager for standard, spiking and quantized
   networks of several sizes, steps timed in alternation (the measurements behind train.compile = "auto");
 - time to 98% MNIST test accuracy with the `quick` preset (test accuracy checked after every epoch,
-  outside the timed training; the benchmark is not model selection).
+  outside the timed training; the benchmark is not model selection);
+- (--sections device) the figures the GPU targets name, on --device (data resident there): epoch time of a
+  4x2000 MNIST network (batch 100 and 512, float32, then TF32 where the device has it) and the
+  seed-batched speedup of 30 4x100 networks; on a GPU every timed call ends with a synchronisation.
 
     python benchmarks/train_bench.py [--sections training,seeds,quick] [--out benchmarks/results/train_bench.json]
+    python benchmarks/train_bench.py --sections device --device cuda   # on a GPU
 """
 from __future__ import annotations
 
@@ -84,7 +88,7 @@ class MatmulReplay:
 
 
 MATMUL_OPS = {"bmm", "mm", "baddbmm", "addmm"}
-SECTIONS = ("training", "compile", "seed_batching", "quick")  # result keys, each with its provenance
+SECTIONS = ("training", "compile", "seed_batching", "quick", "device")  # result keys, each with its provenance
 
 
 def product_flops(op, shapes) -> float:
@@ -144,27 +148,37 @@ class Timer:
         pass
 
 
-def measure_training(cfg: RunConfig, d, epochs: int | None = None, check_test=False, target=None):
+CPU = torch.device("cpu")
+
+
+def synchronizer(device: torch.device):
+    """What a timed call must end with on this device: a GPU runs kernels asynchronously."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def measure_training(cfg: RunConfig, d, epochs: int | None = None, check_test=False, target=None, device=CPU):
     if epochs:
         cfg.train.epochs = epochs
-    model = FFNet(cfg, d.image_shape, d.num_classes)
+    model = FFNet(cfg, d.image_shape, d.num_classes).to(device)
     ref = []
     hook = Timer(ref, check_test, target)
-    trainer = Trainer(cfg, d, model, torch.device("cpu"), None, hook)
+    trainer = Trainer(cfg, d, model, device, None, hook)
     ref.append(trainer)
     summary = trainer.fit()
     return hook, summary
 
 
-def step_runner(cfg: RunConfig, d, warmup: int = 3):
-    """A callable that runs the next training step (all seeds of cfg) on real data; `.trainer` is its Trainer."""
+def step_runner(cfg: RunConfig, d, warmup: int = 3, device=CPU):
+    """A callable that runs the next training step (all seeds of cfg) on real data (on `device`, where `d`
+    must live) and waits for it to finish; `.trainer` is its Trainer."""
     from ffhw.train import LAYER_METRICS
-    model = FFNet(cfg, d.image_shape, d.num_classes)
-    trainer = Trainer(cfg, d, model, torch.device("cpu"))
+    model = FFNet(cfg, d.image_shape, d.num_classes).to(device)
+    trainer = Trainer(cfg, d, model, device)
     order, negatives = trainer.epoch_plan(0)
     n_layers, s = len(model.layers), model.seeds
-    sums = {k: torch.zeros(n_layers, s) for k in (*LAYER_METRICS, "seen")}
-    sums["head_loss"], sums["head_acc"] = torch.zeros(s), torch.zeros(s)
+    sums = {k: torch.zeros(n_layers, s, device=device) for k in (*LAYER_METRICS, "seen")}
+    sums["head_loss"], sums["head_acc"] = torch.zeros(s, device=device), torch.zeros(s, device=device)
+    sync = synchronizer(device)
     bs, layers, steps_per_epoch = cfg.train.batch_size, range(n_layers), order.shape[1] // cfg.train.batch_size
     count = [0]
 
@@ -172,6 +186,7 @@ def step_runner(cfg: RunConfig, d, warmup: int = 3):
         b = count[0] % steps_per_epoch
         trainer.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums, count[0])
         count[0] += 1
+        sync()
 
     for _ in range(warmup):
         step()
@@ -200,7 +215,8 @@ def interleaved_medians(fns: dict, rounds: int, repeats: int) -> dict[str, float
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def seed_batching(d, layer_types=("standard",), widths=(100, 1000), counts=(10, 30), depth=4, rounds=5, repeats=3):
+def seed_batching(d, layer_types=("standard",), widths=(100, 1000), counts=(10, 30), depth=4, rounds=5, repeats=3,
+                  device=CPU):
     """One step of N seeds as one seed-batched network vs N x one network's step, timed in alternation."""
     rows = []
     for layer_type in layer_types:
@@ -210,7 +226,7 @@ def seed_batching(d, layer_types=("standard",), widths=(100, 1000), counts=(10, 
                 cfg = load_preset(layer_type)
                 cfg.model.hidden, cfg.train.batch_size, cfg.train.seeds = [width] * depth, 100, n
                 cfg.train.compile = "off"  # seed batching alone (compiling is measured in its own section)
-                runners[n] = step_runner(cfg, d)
+                runners[n] = step_runner(cfg, d, device=device)
             medians = interleaved_medians(runners, rounds, repeats)
             single = medians[1]
             for n in counts:
@@ -220,13 +236,45 @@ def seed_batching(d, layer_types=("standard",), widths=(100, 1000), counts=(10, 
     return rows
 
 
+def device_figures(device: torch.device) -> dict:
+    """The figures the GPU targets name, measured on `device` with the data resident there: epoch time of a
+    4x2000 MNIST network (standard preset otherwise; median of epochs 2 and 3 of three) at batch 100 and 512,
+    float32 and, on CUDA, TF32 and TF32 compiled; and the seed-batched speedup of 30 4x100 networks. A
+    variant that fails (e.g. compiling without a working toolchain) is recorded with its error."""
+    d = data_mod.load("mnist", None, device)
+    cuda = device.type == "cuda"
+    variants = [(False, "off"), (True, "off"), (True, "on")] if cuda else [(False, "off")]
+    epochs = []
+    for batch in (100, 512):
+        for tf32, compile_mode in variants:
+            cfg = load_preset("standard")
+            cfg.model.hidden, cfg.train.batch_size = [2000] * 4, batch
+            cfg.train.tf32, cfg.train.compile = tf32, compile_mode
+            row = {"network": "4x2000", "batch_size": batch, "tf32": tf32, "compiled": compile_mode == "on"}
+            try:
+                hook, _ = measure_training(cfg, d, epochs=3, device=device)
+                later = hook.epochs[1:]
+                row["epoch_seconds"] = statistics.median(e["train_seconds"] for e in later)
+                row["eval_seconds"] = statistics.median(e["eval_seconds"] for e in later)
+            except Exception as exc:  # noqa: BLE001 - a benchmark records what failed and goes on
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            epochs.append(row)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # seeds: float32
+    seeds = seed_batching(d, ("standard",), (100,), (30,), rounds=5, repeats=20 if cuda else 3, device=device)
+    name = torch.cuda.get_device_name(device) if cuda else f"{platform.processor() or platform.machine()} CPU"
+    return {"device": str(device), "device_name": name, "epochs": epochs, "seed_batching": seeds}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="training,seeds,quick",
                    help="comma-separated: training (FLOP/s, eval share), seeds (seed batching), quick (time to 98%%), "
-                        "compile (torch.compile vs eager; not in the default)")
+                        "compile (torch.compile vs eager; not in the default), device (the GPU targets' figures on "
+                        "--device; not in the default)")
     p.add_argument("--seed-types", default="standard,quantized,spiking", help="layer types of the seed-batching section")
     p.add_argument("--seed-widths", default="100,1000", help="layer widths of the seed-batching section")
+    p.add_argument("--device", default="cpu", help="device of the device section (cuda on a GPU)")
     p.add_argument("--out", default="benchmarks/results/train_bench.json")
     args = p.parse_args()
     console = Console(width=160)
@@ -313,6 +361,9 @@ def main() -> int:
                            "final_test_acc_head": summary["test_acc_head"]["mean"],
                            "train_seconds": summary["train_seconds"]}
 
+    if "device" in sections:
+        result["device"] = device_figures(torch.device(args.device))
+
     table = Table(title="ffhw training benchmark (CPU): step time against its matrix products alone",
                   title_justify="left")
     for col in ("config", "compiled", "epoch s", "eval s", "eval share", "step ms", "executed products ms", "fraction",
@@ -342,6 +393,19 @@ def main() -> int:
                        f"{1e3 * r['sequential_step_seconds']:.0f}", f"{1e3 * r['batched_step_seconds']:.0f}",
                        f"{r['speedup']:.2f}x")
         console.print(t2)
+    if "device" in result:
+        dev = result["device"]
+        t4 = Table(title=f"on {dev['device_name']}: 4x2000 MNIST epochs, 30 seeds of 4x100", title_justify="left")
+        for col in ("network", "batch", "tf32", "compiled", "epoch s", "validation s", "note"):
+            t4.add_column(col, justify="right")
+        for r in dev["epochs"]:
+            t4.add_row(r["network"], str(r["batch_size"]), "yes" if r["tf32"] else "no", "yes" if r["compiled"] else "no",
+                       f"{r['epoch_seconds']:.2f}" if r.get("epoch_seconds") else "-",
+                       f"{r['eval_seconds']:.2f}" if r.get("eval_seconds") else "-", r.get("error", ""))
+        console.print(t4)
+        for r in dev["seed_batching"]:
+            console.print(f"{r['seeds']} seeds of {r['network']}: sequential {1e3 * r['sequential_step_seconds']:.1f} ms, "
+                          f"batched {1e3 * r['batched_step_seconds']:.1f} ms per step: {r['speedup']:.2f}x")
     if "quick" in result:
         q = result["quick"]
         reached = q["reached_98"]
