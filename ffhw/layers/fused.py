@@ -3,7 +3,7 @@
 Evaluation runs every layer on all labels of each image, so after each matrix product the CPU makes
 several passes over a [S, N*C, U] tensor: bias and normalisation factor, ReLU, the goodness's sum of
 squares, the count of non-zero outputs for the sparsity statistic. Each pass moves ~25 MB per evaluation
-batch and together they took ~17% of an evaluation (3x1000, measured with the profiler). One compiled
+batch and together they took ~14% of an evaluation (3x1000, measured with the profiler). One compiled
 kernel does them in one pass and, for the last layer, whose activities nobody reads, skips writing them.
 
 Used only while the Trainer compiles (train.compile resolved to on): compiling costs seconds per shape,
