@@ -123,8 +123,9 @@ def linear_module(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
 
 @register("spiking")
 class SpikingLayer(FFLayer):
-    # Measured (2-core CPU), compiled vs eager step: 2.9x for 4x100 and 1.9x for 2x1000 at batch 100, 2.0x
-    # for 2x1000 at batch 512 (8M values per activation tensor): the time loop's neuron updates fuse.
+    # Measured (2-core CPU), compiled vs eager step: 5.4x for 4x100 and 1.95x for 2x1000 at batch 100 (README
+    # run on 64bf016), 2.0x for 2x1000 at batch 512 (8M values per activation tensor, an earlier run): the
+    # time loop's neuron updates fuse, so no size bound.
     compile_max_values = float("inf")
     Options = SpikingOptions
 
