@@ -42,7 +42,8 @@ from ffhw import data as data_mod
 from ffhw.config import RunConfig, load_preset
 from ffhw.model import FFNet
 from ffhw.records import code_version
-from ffhw.train import Trainer, use_compile
+from ffhw.device import synchronize, use_compile
+from ffhw.train import Trainer
 
 
 def textbook_gemms(cfg: RunConfig, in_dim: int, batch: int) -> list[tuple[int, int, int, bool]]:
@@ -152,8 +153,8 @@ CPU = torch.device("cpu")
 
 
 def synchronizer(device: torch.device):
-    """What a timed call must end with on this device: a GPU runs kernels asynchronously."""
-    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """What a timed call must end with on this device: an accelerator runs kernels asynchronously."""
+    return lambda: synchronize(device)
 
 
 def measure_training(cfg: RunConfig, d, epochs: int | None = None, check_test=False, target=None, device=CPU):

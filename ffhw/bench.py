@@ -144,11 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=200, help="timed runs at batch 1 (default 200)")
     p.add_argument("--out", help="JSON path (default BUNDLE/bench.json)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        report = bench_bundle(args.bundle, args.batch, args.iterations)
-    except FFHWError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report = bench_bundle(args.bundle, args.batch, args.iterations)
     Console().print(table(report))
     out = Path(args.out or Path(args.bundle) / "bench.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -157,4 +153,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .errors import run_cli
+    sys.exit(run_cli(main, sys.argv[1:]))

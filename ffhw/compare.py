@@ -137,8 +137,10 @@ def main(argv: list[str]) -> int:
         if unknown:
             raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; defined: {', '.join(variants)}")
         variants = {k: v for k, v in variants.items() if k in wanted}
-    root = Path(args.out) / (args.name or f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    root.mkdir(parents=True, exist_ok=True)
+    from .config import safe_component
+    from .records import make_dir
+    root = make_dir(Path(args.out) / safe_component(args.name or f"compare-{time.strftime('%Y%m%d-%H%M%S')}", "--name"),
+                    "comparison directory")
     import tomli_w
     atomic_write(root / "variants.toml", tomli_w.dumps({"variants": variants}))
     run_variants(base, variants, root, args.quiet)

@@ -7,6 +7,8 @@ resolved config is saved next to every result as `config.toml`.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,9 +22,15 @@ import tomli_w
 
 from .errors import ConfigError
 
+# The Trifecta networks (Dooms et al.): channels per block and the blocks followed by a 2x2 max-pool.
+CONV_ARCHITECTURES = {
+    "small": ([128, 128, 256, 256, 256, 512], {0, 2, 5}),
+    "large": ([64, 128, 128, 128, 128, 256, 256, 256, 256, 512, 512, 512], {1, 5, 9}),
+}
+
 CHOICES = {
     "data.encoding": ("onehot", "border", "concat", "channel"),
-    "model.architecture": ("fc", "small", "large"),
+    "model.architecture": ("fc", *CONV_ARCHITECTURES),
     "model.block_norm": ("batch", "layer", "none"),
     "data.negatives": ("random", "hard"),
     "model.goodness": ("sum", "mean"),
@@ -34,8 +42,74 @@ CHOICES = {
     "train.schedule": ("simultaneous", "greedy", "apl"),
     "train.autocast": ("none", "bf16", "fp16"),
     "train.compile": ("auto", "on", "off"),
-    "train.device": ("auto", "cpu", "cuda"),
+    "train.device": ("auto", "cpu", "cuda", "mps"),
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric option: low <= value <= high (strict where `*_open`); None: unbounded."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def check(self, path: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if not math.isfinite(value):
+            raise ConfigError(f"{path} = {value} must be a finite number")
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if below or above:
+            raise ConfigError(f"{path} = {value} is out of range: it must be {self.describe()}")
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts) or "finite"
+
+
+POSITIVE, NON_NEGATIVE, AT_LEAST_ONE = Range(0, low_open=True), Range(0), Range(1)
+FRACTION = Range(0, 1, high_open=True)  # momenta: 1 would never forget
+# Every numeric option's allowed range; every float must be finite besides (checked by `check_ranges`).
+RANGES = {
+    "data.val_size": NON_NEGATIVE, "data.train_subset": NON_NEGATIVE, "data.test_subset": NON_NEGATIVE,
+    "data.crop_padding": NON_NEGATIVE, "data.max_rotation": Range(0, 180),
+    "model.width_scale": POSITIVE, "model.theta": POSITIVE, "model.alpha": POSITIVE,
+    "model.peer_norm": NON_NEGATIVE, "model.peer_momentum": FRACTION,
+    "train.epochs": AT_LEAST_ONE, "train.batch_size": AT_LEAST_ONE, "train.lr": POSITIVE,
+    "train.momentum": FRACTION, "train.weight_decay": NON_NEGATIVE, "train.head_lr": POSITIVE,
+    "train.head_weight_decay": NON_NEGATIVE, "train.seed": NON_NEGATIVE, "train.seeds": AT_LEAST_ONE,
+    "train.eval_batch_size": AT_LEAST_ONE,
+}
+
+
+def check_ranges(obj: Any, ranges: dict[str, Range], prefix: str = "") -> None:
+    """Check every numeric field of a dataclass (recursively) against `ranges` (keyed by dotted path)
+    and for finiteness: the one place numeric options are validated."""
+    for f in fields(obj):
+        path, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, ranges, path + ".")
+        else:
+            ranges.get(path, Range()).check(path, value)
+
+
+# A name that becomes a directory: one path component of ordinary characters.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+
+
+def safe_component(name: str, what: str) -> str:
+    """`name` if it is usable as one directory name (no separators, no '..', no leading dot), else a ConfigError."""
+    text = str(name)
+    if not SAFE_NAME.fullmatch(text) or len(text) > 200:
+        raise ConfigError(f"{what} {text!r} must be one directory name of letters, digits and . _ + = - "
+                          f"(no '/', no leading '.' or '-'); choose another")
+    return text
 
 
 @dataclass
@@ -89,14 +163,15 @@ class TrainConfig:
     autocast: str = "none"  # mixed precision for the forward passes: none, bf16, fp16 (with a gradient scaler)
     tf32: bool = False  # CUDA: fp32 matmuls and convolutions on TF32 tensor cores (no effect on the CPU)
     # torch.compile the per-step losses and the head: auto (where it measured faster: see `use_compile` in
-    # train.py), on, off
+    # device.py), on, off
     compile: str = "auto"
     head: bool = True  # train the linear classifier on neutral-label activities (loeweX)
     head_lr: float = 1e-2
     head_weight_decay: float = 3e-3
     seed: int = 0
     seeds: int = 1  # number of independent networks, seeds seed .. seed+seeds-1, trained side by side
-    device: str = "auto"
+    device: str = "auto"  # auto: cuda, else mps, else cpu
+    deterministic: bool = False  # torch's deterministic kernels (GPU runs: bit-identical reruns, somewhat slower)
     eval_batch_size: int = 1000  # images per evaluation batch at most (lowered to bound memory, see train.py)
     train_metrics: bool = True  # accumulate per-layer metrics over training batches
 
@@ -107,6 +182,11 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     name: str = ""
+
+    def depth(self) -> int:
+        """Number of FF layers (blocks, for conv architectures)."""
+        m = self.model
+        return len(m.hidden) if m.architecture == "fc" else len(CONV_ARCHITECTURES[m.architecture][0])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,12 +205,13 @@ class RunConfig:
         m, t = self.model, self.train
         if not m.hidden or any(int(w) <= 0 for w in m.hidden):
             raise ConfigError(f"model.hidden = {m.hidden} must list one or more positive layer widths")
-        for name, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
-                            ("train.seeds", t.seeds), ("train.eval_batch_size", t.eval_batch_size)):
-            if value <= 0:
-                raise ConfigError(f"{name} = {value} must be positive")
-        if t.lr <= 0 or t.head_lr <= 0:
-            raise ConfigError("train.lr and train.head_lr must be positive")
+        check_ranges(self, RANGES)
+        if t.schedule == "greedy" and t.epochs < self.depth():
+            raise ConfigError(f"train.schedule = greedy trains one layer at a time: train.epochs = {t.epochs} leaves "
+                              f"some of the {self.depth()} layers untrained; give at least {self.depth()} epochs")
+        if t.autocast == "fp16" and t.seeds > 1:
+            raise ConfigError("train.autocast = fp16 with several seeds would share one gradient scaler (one seed's "
+                              "overflow skips every seed's step); use train.autocast = bf16, or train.seeds = 1")
         conv = m.architecture != "fc"
         if conv != (self.data.encoding == "channel"):
             raise ConfigError("conv architectures take the label as a learned input channel and FC ones as pixels: "

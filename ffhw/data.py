@@ -208,11 +208,12 @@ def load_svhn(root: Path):
 @dataclass(frozen=True)
 class DatasetInfo:
     loader: Callable
+    image_shape: tuple[int, int, int]  # [C, H, W] of one image, known without loading the files
     num_classes: int = 10
 
 
-DATASETS = {"mnist": DatasetInfo(load_mnist), "fashion-mnist": DatasetInfo(load_fashion_mnist),
-             "cifar10": DatasetInfo(load_cifar10), "svhn": DatasetInfo(load_svhn)}
+DATASETS = {"mnist": DatasetInfo(load_mnist, (1, 28, 28)), "fashion-mnist": DatasetInfo(load_fashion_mnist, (1, 28, 28)),
+            "cifar10": DatasetInfo(load_cifar10, (3, 32, 32)), "svhn": DatasetInfo(load_svhn, (3, 32, 32))}
 ALIASES = {"fmnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
            "cifar-10": "cifar10", "cifar": "cifar10"}
 
@@ -248,6 +249,10 @@ def canonical_name(name: str) -> str:
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return key
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    return DATASETS[canonical_name(name)]
 
 
 def load(name: str, root: str | os.PathLike | None = None, device: str | torch.device = "cpu",

@@ -110,6 +110,10 @@ class LabelEncoding(nn.Module):
         patterns = LabelPatterns(self.label_values, self.label_positions, self.in_dim)
         return layer0.forward_label_sets(self.base(images), patterns, labels, frozen)
 
+    def input_density(self, images: torch.Tensor) -> float:
+        """Share of non-zero values in layer 0's inputs for images [N, ...] with label 0 (cost model)."""
+        return (self.embed(images, torch.zeros(len(images), dtype=torch.long, device=images.device)) != 0).float().mean().item()
+
     def export_front(self, seed: int) -> nn.Module:
         return PixelLabelFront(self)
 
@@ -202,6 +206,11 @@ class LabelChannel(nn.Module):
             with torch.no_grad():
                 frozen = layer0(self.embed_neutral(images))
         return out, frozen
+
+    def input_density(self, images: torch.Tensor, seed: int = 0) -> float:
+        """Share of non-zero values in block 0's inputs for images [N, C, H, W] with label 0 (cost model)."""
+        channel = self.weight[seed, 0].detach().expand(len(images), -1)
+        return (self._with_channel(images, channel) != 0).float().mean().item()
 
     def export_front(self, seed: int) -> nn.Module:
         return ChannelLabelFront(self.weight[seed], self.image_shape)

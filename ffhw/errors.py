@@ -19,3 +19,17 @@ class DivergenceError(FFHWError):
 
 class RunDirError(FFHWError):
     """A run directory is missing, incomplete or would be overwritten."""
+
+
+def run_cli(main, argv) -> int:
+    """Run a command's main: a user-facing error (or a file the system refuses) becomes one line on stderr
+    and exit status 2, never a traceback; what was already written stays."""
+    import sys
+    try:
+        return main(argv)
+    except FFHWError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:  # a path that is a file, a full disk, no permission...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
+    return 2

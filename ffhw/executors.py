@@ -89,6 +89,8 @@ class RayExecutor:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         self.writes_locally = storage == "shared"
+        # Ray hides GPUs from a task without a GPU share, so such a cell runs on the CPU whatever it asks for
+        self.device_type = "cuda" if gpus_per_cell > 0 else "cpu"
         self.remote_options = dict(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=max_retries,
                                    retry_exceptions=False)
         total = ray.cluster_resources()

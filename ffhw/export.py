@@ -137,10 +137,12 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
     if not 0 <= seed_index < model.seeds:
         raise ExportError(f"--seed-index {seed_index} is out of range: the run has {model.seeds} seed(s)")
     seed = model.seed_list[seed_index]
-    bundle = Path(out_root) / (name or run_dir.name)
-    if bundle.exists() and any(bundle.iterdir()):
+    from .config import safe_component
+    from .records import make_dir
+    bundle = Path(out_root) / safe_component(name or run_dir.resolve().name, "bundle name (--name)")
+    if bundle.is_dir() and any(bundle.iterdir()):
         raise ExportError(f"{bundle} already holds a bundle; remove it or pass --name")
-    bundle.mkdir(parents=True, exist_ok=True)
+    make_dir(bundle, "bundle folder")
     d = data_mod.load(cfg.data.dataset, cfg.data.data_dir or None, "cpu", cfg.data.val_size, cfg.data.train_subset)
     images = d.test.images(slice(0, parity_samples))
     labels = d.test.y[:parity_samples]
@@ -264,10 +266,8 @@ def verify_bundle(bundle: str | Path) -> dict:
     path = bundle / "manifest.json"
     if not path.is_file():
         raise ExportError(f"{bundle} is not an ffhw export bundle (no manifest.json); create one with python -m ffhw.export RUN_DIR")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{path} is not valid JSON ({exc}); re-export the bundle") from None
+    from .records import read_json
+    manifest = read_json(path, "re-export the bundle (python -m ffhw.export RUN_DIR)")
     if manifest.get("bundle_version") != BUNDLE_VERSION:
         raise ExportError(f"{path}: bundle version {manifest.get('bundle_version')} is not {BUNDLE_VERSION}; re-export it")
     for name, info in manifest.get("files", {}).items():
@@ -295,14 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="classifier.onnx: summed goodness over labels (default) or the linear head")
     p.add_argument("--qonnx", action="store_true", help="also write QONNX files (for FINN) of quantized layers")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        bundle = export_run(args.run_dir, args.out, args.seed_index, args.classifier, name=args.name, qonnx=args.qonnx)
-    except FFHWError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    bundle = export_run(args.run_dir, args.out, args.seed_index, args.classifier, name=args.name, qonnx=args.qonnx)
     print(f"bundle written to {bundle}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .errors import run_cli
+    sys.exit(run_cli(main, sys.argv[1:]))

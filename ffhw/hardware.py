@@ -38,8 +38,7 @@ def measure_activity(model, images: torch.Tensor, seed_index: int = 0, batch: in
 def cost_model(model, images: torch.Tensor, seed_index: int = 0) -> dict:
     model.eval()
     activity = measure_activity(model, images, seed_index)
-    base = model.encoding.base(images) + model.encoding.patterns[0]
-    density = (base != 0).float().mean().item()  # non-zero share of layer 0's inputs
+    density = model.encoding.input_density(images)  # non-zero share of layer 0's inputs
     layers, c = [], model.num_classes
     totals = {"goodness": 0.0, "head": 0.0}
     for k, layer in enumerate(model.layers):

@@ -8,21 +8,15 @@ Classifiers:
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 from torch import nn
 
-from .config import RunConfig
+from .config import CONV_ARCHITECTURES, RunConfig
 from .encode import LabelChannel, LabelEncoding
 from .layers import LayerOutput, get_layer_type
 from .objectives import Objective
-
-
-# The Trifecta networks (Dooms et al.): channels per block and the blocks followed by a 2x2 max-pool.
-CONV_ARCHITECTURES = {
-    "small": ([128, 128, 256, 256, 256, 512], {0, 2, 5}),
-    "large": ([64, 128, 128, 128, 128, 256, 256, 256, 256, 512, 512, 512], {1, 5, 9}),
-}
 
 
 def derive_seed(*parts) -> int:
@@ -32,7 +26,29 @@ def derive_seed(*parts) -> int:
 
 
 def seed_generators(seeds: list[int], *parts, device="cpu") -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(derive_seed(s, *parts)) for s in seeds]
+    """One generator per seed, on `device`, seeded from (seed, *parts): every random stream of a run."""
+    return [device_generator(derive_seed(s, *parts), device) for s in seeds]
+
+
+def device_generator(seed: int, device="cpu") -> torch.Generator:
+    """A seeded generator on `device` (the one place generators are made, so a dry run can stand them in)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def network_size(cfg: RunConfig, image_shape: tuple[int, ...], num_classes: int) -> tuple[int, int]:
+    """Weights per seed and units of the widest layer, from the config alone (no network is built)."""
+    m = cfg.model
+    if m.architecture == "fc":
+        dims = [math.prod(image_shape) + (num_classes if cfg.data.encoding == "concat" else 0), *m.hidden]
+        return sum(a * b + b for a, b in zip(dims, dims[1:])), max(m.hidden)
+    channels, pools = CONV_ARCHITECTURES[m.architecture]
+    c, h, w = image_shape[0] + 1, *image_shape[-2:]  # the label channel
+    params = widest = 0
+    for k, width in enumerate(channels):
+        out = max(1, round(width * m.width_scale))
+        h, w = (h // 2, w // 2) if k in pools else (h, w)
+        params, widest, c = params + 9 * c * out, max(widest, out * h * w), out
+    return params, widest
 
 
 class FFNet(nn.Module):
@@ -65,6 +81,8 @@ class FFNet(nn.Module):
         n = len(self.layers)
         self.classifier_layers = {"all-but-first": list(range(1, n)), "all": list(range(n)),
                                   "last": [n - 1]}[m.classifier_layers] or list(range(n))
+        # the same layers as a slice: indexing a tensor with a Python list copies the list to the device first
+        self.classifier_slice = slice(self.classifier_layers[0], self.classifier_layers[-1] + 1)
         features = sum(self.layers[k].units for k in self.classifier_layers) if cfg.train.head else 0
         self.head_weight = nn.Parameter(torch.zeros(seeds, features, num_classes))
         self.head_bias = nn.Parameter(torch.zeros(seeds, 1, num_classes))
@@ -155,7 +173,7 @@ class FFNet(nn.Module):
     def class_scores(self, images: torch.Tensor, classifier: str = "goodness") -> torch.Tensor:
         """Scores [S, N, C] of the goodness classifier (summed goodness per label) or the linear head."""
         goodness, logits, _ = self.evaluate_batch(images, with_head=classifier == "head")
-        return logits if classifier == "head" else goodness[self.classifier_layers].sum(0)
+        return logits if classifier == "head" else goodness[self.classifier_slice].sum(0)
 
     def predict(self, images: torch.Tensor, classifier: str = "goodness") -> torch.Tensor:
         """Class predictions [S, N] with the goodness classifier or the linear head."""

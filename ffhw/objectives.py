@@ -33,6 +33,9 @@ class GoodnessStats(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         b = ctx.b if grad_mean is not None else 0
         row_factor = (2.0 * grad_sum_sq).unsqueeze(-1)
+        if torch.compiler.is_compiling():  # dynamo cannot trace out= into a slice; inductor fuses this form anyway
+            grad = x * row_factor
+            return (grad + F.pad((grad_mean / b).unsqueeze(1).expand(-1, b, -1), (0, 0, 0, x.shape[1] - b)) if b else grad), None
         grad = torch.empty_like(x)
         if b:  # positives: 2 g x + grad_mean / b, written in the same pass
             torch.addcmul((grad_mean / b).unsqueeze(1), x[:, :b], row_factor[:, :b], out=grad[:, :b])

@@ -24,9 +24,57 @@ import torch
 
 from . import __version__
 from .config import RunConfig, dumps, load_toml, repo_root
-from .errors import RunDirError
+from .errors import ConfigError, RunDirError
 
 METRIC_FIELDS = ("seed", "epoch", "split", "layer", "metric", "value")
+
+
+def make_dir(path: Path, what: str = "output directory") -> Path:
+    """Create a directory (and its parents), or a RunDirError saying why it cannot be one."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise RunDirError(f"the {what} {path} cannot be created: {blocker} is a file; choose another location")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"the {what} {path} cannot be created ({exc.strerror}); choose a writable location") from None
+    if not os.access(path, os.W_OK):
+        raise RunDirError(f"the {what} {path} is not writable; choose a writable location")
+    return path
+
+
+def read_json(path: Path, fix: str) -> dict:
+    """A JSON object from `path`, or a RunDirError naming the file and `fix` (what to do)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path} not found; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path} cannot be read ({exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} does not hold a JSON object; {fix}")
+    return data
+
+
+def read_config(path: Path, fix: str) -> RunConfig:
+    """The RunConfig saved at `path` (config.toml), checked; errors name the file and `fix`."""
+    try:
+        return RunConfig.from_dict(load_toml(Path(path))).validate()
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(f"{message if str(path) in message else f'{path}: {message}'}; {fix}") from None
+
+
+def torch_load(path: Path, fix: str, map_location="cpu"):
+    """torch.load with weights only; a truncated, foreign or corrupt file is a RunDirError naming it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise RunDirError(f"{path} not found; {fix}") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path} cannot be read ({first[:200]}); {fix}") from None
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -69,10 +117,10 @@ class RunDir:
     @classmethod
     def create(cls, path: Path, cfg: RunConfig) -> "RunDir":
         path = Path(path)
-        if path.exists() and any(path.iterdir()):
+        if path.is_dir() and any(path.iterdir()):
             raise RunDirError(f"{path} already holds results; pass --resume {path} to continue it, "
                               f"or choose another --name/--out")
-        path.mkdir(parents=True, exist_ok=True)
+        make_dir(path, "run directory")
         run = cls(path)
         atomic_write(run.path / "config.toml", dumps(cfg))
         return run
@@ -81,20 +129,24 @@ class RunDir:
     def open(cls, path: Path) -> "RunDir":
         path = Path(path)
         if not (path / "config.toml").is_file():
-            raise RunDirError(f"{path} is not an ffhw run directory (no config.toml)")
+            raise RunDirError(f"{path} is not an ffhw run directory (no config.toml); pass the directory a run wrote")
         return cls(path)
 
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(load_toml(self.path / "config.toml"))
+        return read_config(self.path / "config.toml", "restore it from a copy, or start a new run")
 
     # ---- metrics ----
     def read_metrics(self) -> list[dict]:
         path = self.path / "metrics.csv"
         if not path.exists():
             return []
-        with open(path, newline="") as fh:
-            return [dict(row, seed=int(row["seed"]), epoch=int(row["epoch"]), value=float(row["value"]))
-                    for row in csv.DictReader(fh)]
+        try:
+            with open(path, newline="") as fh:
+                return [dict(row, seed=int(row["seed"]), epoch=int(row["epoch"]), value=float(row["value"]))
+                        for row in csv.DictReader(fh)]
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+            raise RunDirError(f"{path} is not a metrics file ffhw wrote ({type(exc).__name__}: {exc}); "
+                              f"restore it, or delete the run directory and train again") from None
 
     def write_metrics(self, rows: list[dict]) -> None:
         buf = io.StringIO()
@@ -112,7 +164,7 @@ class RunDir:
 
     def read_summary(self) -> dict:
         path = self.path / "summary.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return read_json(path, "delete it; the next finished epoch writes it again") if path.exists() else {}
 
     def save_model(self, model: torch.nn.Module, cfg: RunConfig) -> None:
         atomic_torch_save({"state_dict": model.state_dict(), "config": cfg.to_dict()}, self.path / "model.pt")
@@ -124,10 +176,10 @@ class RunDir:
         path = self.path / "checkpoint.pt"
         if not path.exists():
             return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise RunDirError(f"{path} cannot be read ({exc}); delete it to restart the run from scratch") from None
+        state = torch_load(path, "delete it to restart the run from scratch")
+        if not isinstance(state, dict) or not {"epoch", "model", "layer_opts", "head_opt"} <= set(state):
+            raise RunDirError(f"{path} is not an ffhw checkpoint; delete it to restart the run from scratch")
+        return state
 
 
 def load_model(run_dir: str | os.PathLike, device: str = "cpu"):
@@ -138,10 +190,15 @@ def load_model(run_dir: str | os.PathLike, device: str = "cpu"):
     path = path / "model.pt" if path.is_dir() else path
     if not path.is_file():
         raise RunDirError(f"{path} not found; train a model first (python -m ffhw.run ...)")
-    blob = torch.load(path, map_location=device, weights_only=True)
-    cfg = RunConfig.from_dict(blob["config"])
-    image_shape, num_classes = tuple(blob["state_dict"]["_image_shape"].tolist()), int(blob["state_dict"]["_num_classes"])
-    model = FFNet(cfg, image_shape, num_classes).to(device)
-    model.load_state_dict(blob["state_dict"])
+    fix = "it is not a model ffhw saved: train the run again (python -m ffhw.run ...)"
+    blob = torch_load(path, fix, map_location=device)
+    try:
+        cfg = RunConfig.from_dict(blob["config"]).validate()
+        state = blob["state_dict"]
+        image_shape, num_classes = tuple(state["_image_shape"].tolist()), int(state["_num_classes"])
+        model = FFNet(cfg, image_shape, num_classes).to(device)
+        model.load_state_dict(state)
+    except (KeyError, TypeError, AttributeError, RuntimeError, ConfigError) as exc:
+        raise RunDirError(f"{path} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); {fix}") from None
     model.eval()
     return model, cfg

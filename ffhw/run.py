@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import RunConfig, load_preset, override, parse_hidden
-from .errors import ConfigError, FFHWError
+from .config import CHOICES, RunConfig, get_path, load_preset, override, parse_hidden, safe_component
+from .errors import ConfigError, FFHWError, run_cli
 
 FLAG_FIELDS = {  # CLI flag -> config field
     "layer_type": "model.layer_type", "dataset": "data.dataset", "hidden": "model.hidden",
@@ -29,30 +29,37 @@ FLAG_FIELDS = {  # CLI flag -> config field
 }
 
 
+FLAG_HELP = {
+    "dataset": "mnist, fashion-mnist, cifar10 or svhn",
+    "hidden": "hidden layers: DEPTHxWIDTH (4x2000) or widths (500,500)",
+    "theta": "threshold per unit (sum goodness: theta x width)",
+    "norm": "normalisation of each layer's input", "encoding": "where the label is written",
+    "seed": "first seed", "seeds": "number of seeds (networks trained side by side)",
+    "train_subset": "train on the first N training samples only (0: all)",
+    "device": "auto: cuda, else mps, else cpu",
+    "data_dir": "data root (default: $FFHW_DATA, else ~/.cache/ffhw/data)",
+}
+
+
 def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per FLAG_FIELDS entry; choices and value types come from the config (CHOICES, defaults)."""
     from .layers import LAYER_TYPES
 
     g = p.add_argument_group("model and training (override the preset)")
     g.add_argument("--layer-type", choices=sorted(LAYER_TYPES), help="layer implementation (default standard)")
     g.add_argument("--preset", help="model preset: a name in models/ (e.g. quick, loewex-mnist) or a .toml path; "
                                     "default: the layer type's own preset")
-    g.add_argument("--dataset", help="mnist, fashion-mnist, cifar10 or svhn")
-    g.add_argument("--hidden", help="hidden layers: DEPTHxWIDTH (4x2000) or widths (500,500)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--loss", choices=("threshold", "symba"))
-    g.add_argument("--goodness", choices=("sum", "mean"))
-    g.add_argument("--theta", type=float, help="threshold per unit (sum goodness: theta x width)")
-    g.add_argument("--norm", choices=("rms", "l2", "none"), help="normalisation of each layer's input")
-    g.add_argument("--encoding", choices=("onehot", "border", "concat"), help="where the label is written")
-    g.add_argument("--optimizer", choices=("sgd", "adam"))
-    g.add_argument("--lr", type=float)
-    g.add_argument("--schedule", choices=("simultaneous", "greedy"))
-    g.add_argument("--seed", type=int, help="first seed")
-    g.add_argument("--seeds", type=int, help="number of seeds (networks trained side by side)")
-    g.add_argument("--train-subset", type=int, help="train on the first N training samples only (0: all)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    g.add_argument("--data-dir", help="data root (default: $FFHW_DATA, else ~/.cache/ffhw/data)")
+    defaults = RunConfig()
+    for flag, path in FLAG_FIELDS.items():
+        if flag == "layer_type":
+            continue
+        kwargs = {"help": FLAG_HELP.get(flag)}
+        default = get_path(defaults, path)
+        if path in CHOICES:
+            kwargs["choices"] = CHOICES[path]
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            kwargs["type"] = type(default)
+        g.add_argument(f"--{flag.replace('_', '-')}", **kwargs)
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config field, e.g. --set model.layer.steps=8 --set train.head=false")
 
@@ -81,8 +88,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 def new_run_dir(out: str, name: str | None, cfg: RunConfig) -> Path:
     if name:
-        return Path(out) / name
-    return Path(out) / f"{cfg.name or cfg.model.layer_type}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return Path(out) / safe_component(name, "--name")
+    stem = safe_component(Path(cfg.name).name or cfg.model.layer_type, "the preset name")
+    return Path(out) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def train(cfg: RunConfig, run_path: Path | None, quiet: bool = False, resume: bool = False):
@@ -90,7 +98,8 @@ def train(cfg: RunConfig, run_path: Path | None, quiet: bool = False, resume: bo
     from . import data as data_mod
     from .model import FFNet
     from .records import RunDir
-    from .train import Trainer, resolve_device
+    from .device import resolve_device
+    from .train import Trainer
     from .ui import ConsoleUI
 
     device = resolve_device(cfg.train.device)
@@ -114,6 +123,10 @@ def train(cfg: RunConfig, run_path: Path | None, quiet: bool = False, resume: bo
         if state is None:
             raise FFHWError(f"{run.path} has no checkpoint.pt to resume from; start a new run instead")
         trainer.load_state_dict(state, run.read_metrics())
+        if trainer.resumed_from != device.type:
+            print(f"warning: {run.path} was checkpointed on {trainer.resumed_from} and continues on {device.type}: "
+                  f"random streams differ between device types, so the result will not equal an uninterrupted "
+                  f"run (recorded in summary.json)", file=sys.stderr)
     try:
         return trainer.fit()
     finally:
@@ -147,19 +160,19 @@ def train_main(argv: list[str]) -> int:
 COMMANDS = {"compare": "ffhw.compare", "study": "ffhw.study", "export": "ffhw.export", "bench": "ffhw.bench"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def dispatch(argv: list[str]) -> int:
     try:
         if argv and argv[0] in COMMANDS:
             import importlib
             return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
         return train_main(argv)
-    except FFHWError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: finished epochs are saved; continue with --resume RUN_DIR", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(dispatch, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

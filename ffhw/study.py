@@ -41,9 +41,9 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig, find_preset, load_preset, load_toml, merge, override, repo_root
+from .config import RunConfig, find_preset, load_preset, load_toml, merge, override, repo_root, safe_component
 from .errors import ConfigError, DivergenceError, FFHWError
-from .records import RunDir, atomic_write, code_version
+from .records import RunDir, atomic_write, code_version, make_dir, read_json
 
 FINAL = ("complete", "diverged")  # cells in these states are never run again
 TIMING_METRICS = ("epoch_seconds", "eval_seconds")  # wall-clock measurements: differ between identical runs
@@ -80,11 +80,14 @@ class Unit:
         """The same configuration over other (consecutive) seeds: train.seed and train.seeds follow."""
         cfg = RunConfig.from_dict(copy.deepcopy(self.config))
         cfg.train.seed, cfg.train.seeds = seeds[0], len(seeds)
+        cfg.validate()  # e.g. --seed-batch N with fp16 autocast
         return Unit(self.key, self.factors, cfg.to_dict(), list(seeds))
 
 
 def cell_key(factors: dict) -> str:
-    return "_".join(f"{name.split('.')[-1]}-{value}" for name, value in factors.items())
+    """The configuration's name, which becomes part of its cells' directory names."""
+    key = "_".join(f"{name.split('.')[-1]}-{value}" for name, value in factors.items())
+    return safe_component(key, f"the cell name of factors {factors}")
 
 
 class Study:
@@ -168,47 +171,40 @@ class Study:
             override(cfg, key.strip(), value.strip())
         return cfg.validate()
 
-    def units(self, seed_batch: int | str = "auto") -> list[Unit]:
+    def units(self, seed_batch: int | str = "auto", device_type: str | None = None) -> list[Unit]:
+        """Work units; `device_type`: where the executor runs them (None: this machine decides)."""
         units = []
         for factors in self.configurations():
             cfg = self.config_for(factors)
+            if device_type == "cpu" and cfg.train.device not in ("auto", "cpu"):
+                raise ConfigError(f"train.device = {cfg.train.device} but the executor gives each cell no GPU: "
+                                  f"pass --gpus-per-cell (e.g. 0.25) or --set train.device=cpu")
             seeds = self.seeds_for(factors)
-            chunk = choose_seed_batch(cfg, len(seeds)) if seed_batch == "auto" else max(1, int(seed_batch))
+            chunk = (choose_seed_batch(cfg, len(seeds), device_type) if seed_batch == "auto"
+                     else max(1, int(seed_batch)))
             whole = Unit(cell_key(factors), factors, cfg.to_dict(), seeds)
             units += [whole.with_seeds(seeds[start:start + chunk]) for start in range(0, len(seeds), chunk)]
         return units
 
 
-# CPU: the largest activation tensor of a seed-batched training step stays under this. Measured (benchmarks/
-# train_bench.py --sections seeds, 2-core CPU, batch 100; README): 30 standard 4x1000 networks (24 MB) ran
-# 1.20x faster batched than one after another, 10 spiking 4x1000 networks at T = 8 (64 MB) 1.06-1.20x, 30 of
-# them (192 MB) 0.75-0.95x; 4x100 networks of every type gain 2.1-3.6x.
-SEED_BATCH_BYTES_CPU = 64 << 20
-
-
-def choose_seed_batch(cfg: RunConfig, seeds: int) -> int:
-    """How many seeds of one configuration to train side by side (chunks of this size).
-
-    Small networks are bound by per-step overhead, so stacking seeds costs almost nothing extra; once the
-    stacked activations outgrow the caches and the allocator's reuse, stacking stops paying. CPU: as many
-    seeds as keep the largest activation tensor of a step (positives and negatives x widest layer x the
-    layer type's values per unit) under SEED_BATCH_BYTES_CPU. GPU: as many as keep weights, gradients and
-    Adam state under 2 GB (a memory bound; the GPU crossover has not been measured). Conv networks on the
-    CPU train one seed at a time."""
+def choose_seed_batch(cfg: RunConfig, seeds: int, device_type: str | None = None) -> int:
+    """How many seeds of one configuration to train side by side on `device_type` (None: where the config's
+    train.device resolves on this machine), from the data set's real input size and the layer type's
+    values per unit (spiking: T); the rule itself is `device.seed_batch`."""
+    from .data import dataset_info
+    from .device import activation_values, resolve_device_type, seed_batch
     from .layers import get_layer_type
-    device = cfg.train.device
-    if device == "auto":
-        import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.model.architecture != "fc":
-        return 1 if device != "cuda" else seeds
-    if device == "cuda":
-        per_seed = 4 * sum(a * b for a, b in zip([784, *cfg.model.hidden], cfg.model.hidden)) * 4  # weights+Adam+grad
-        return max(1, min(seeds, int(2e9 // max(per_seed, 1))))
-    layer_cls = get_layer_type(cfg.model.layer_type, conv=False)
+    from .model import network_size
+
+    if cfg.train.autocast == "fp16":
+        return 1  # one gradient scaler per optimiser would couple stacked seeds (RunConfig.validate)
+    conv = cfg.model.architecture != "fc"
+    info = dataset_info(cfg.data.dataset)
+    params, widest = network_size(cfg, info.image_shape, info.num_classes)
+    layer_cls = get_layer_type(cfg.model.layer_type, conv=conv)
     values = layer_cls.values_per_unit(layer_cls.resolve_options(dict(cfg.model.layer)))
-    per_seed = 2 * cfg.train.batch_size * max(cfg.model.hidden) * values * 4
-    return max(1, min(seeds, SEED_BATCH_BYTES_CPU // per_seed))
+    return seed_batch(seeds, device_type or resolve_device_type(cfg.train.device), conv, params,
+                      activation_values(cfg.train.batch_size, widest, values))
 
 
 # ---------------------------------------------------------------------------------------------- cell records
@@ -216,9 +212,12 @@ def cell_dir(root: Path, cell: Cell) -> Path:
     return Path(root) / "cells" / cell.id
 
 
+CELL_FIX = "delete that cell's folder and run the study again to retrain it"
+
+
 def read_cell(path: Path) -> dict:
     info = path / "cell.json"
-    return json.loads(info.read_text()) if info.exists() else {}
+    return read_json(info, CELL_FIX) if info.exists() else {}
 
 
 def write_cell(root: Path, cell: Cell, config: dict, status: str, rows: list[dict] | None, info: dict) -> None:
@@ -239,7 +238,7 @@ def load_cells(root: Path) -> list[dict]:
     """Every recorded cell: its cell.json plus `rows` (metrics.csv)."""
     cells = []
     for path in sorted((Path(root) / "cells").glob("*/cell.json")):
-        info = json.loads(path.read_text())
+        info = read_json(path, CELL_FIX)
         info["rows"] = RunDir(path.parent).read_metrics()
         cells.append(info)
     return cells
@@ -319,12 +318,12 @@ class StudyRunner:
                 raise ConfigError(f"the definition of study {self.study.name!r} changed since {self.root} was "
                                   f"started; restore it, or pass --name to start a new study directory")
             return
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dir(self.root, "study directory")
         atomic_write(frozen_path, tomli_w.dumps(mine))
 
     def pending_units(self) -> tuple[list[Unit], int, int]:
         units, done, total = [], 0, 0
-        for unit in self.study.units(self.seed_batch):
+        for unit in self.study.units(self.seed_batch, getattr(self.executor, "device_type", None)):
             todo = [c.seed for c in unit.cells() if read_cell(cell_dir(self.root, c)).get("status") not in FINAL]
             total += len(unit.seeds)
             done += len(unit.seeds) - len(todo)
@@ -414,7 +413,7 @@ def _grid_part(definition: dict, grid: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def default_dir(out: str, study: Study) -> Path:
-    return Path(out) / f"{study.name}-{study.grid_name}-{study.layer_type}"
+    return Path(out) / safe_component(f"{study.name}-{study.grid_name}-{study.layer_type}", "study directory name")
 
 
 def analyze(root: Path, quiet: bool = False, options: list[str] | None = None) -> dict:
@@ -489,7 +488,7 @@ def main(argv: list[str]) -> int:
     if args.seed_batch != "auto" and not args.seed_batch.isdigit():
         raise ConfigError(f"--seed-batch {args.seed_batch!r}: write auto or a positive number")
     study = Study.load(args.study, args.grid, args.layer_type, args.set)
-    root = Path(args.out) / args.name if args.name else default_dir(args.out, study)
+    root = Path(args.out) / safe_component(args.name, "--name") if args.name else default_dir(args.out, study)
     executor_name = "process" if args.workers > 1 and args.executor == "in-process" else args.executor
     executor = make_executor(executor_name, args.workers, args.ray_address, args.gpus_per_cell, args.cpus_per_cell,
                              args.retries, args.ray_storage)
@@ -507,8 +506,5 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     import sys
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except FFHWError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    from .errors import run_cli
+    sys.exit(run_cli(main, sys.argv[1:]))

@@ -12,9 +12,7 @@ uninterrupted one would have done. Metrics are accumulated as device tensors and
 """
 from __future__ import annotations
 
-import ctypes
 import math
-import time
 
 import torch
 import torch.nn.functional as F
@@ -22,115 +20,15 @@ import torch.nn.functional as F
 from .config import RunConfig
 from .data import Data, Split
 from .augment import Augment
+from .device import clock, configure_compile, eval_batch_bytes, make_optimizer, set_deterministic, tune_runtime, use_compile
 from .encode import hard_negatives, random_negatives
 from .errors import DivergenceError
 from .layers import LayerOutput
-from .model import FFNet, derive_seed, seed_generators
+from .model import FFNet, derive_seed, device_generator, seed_generators
 from .objectives import peer_loss, peer_update
 from .records import RunDir
 
 LAYER_METRICS = ("loss", "layer_acc", "g_pos", "g_neg")
-# Upper bound on the largest activation tensor of one evaluation batch. Blocks above glibc's 32 MiB mmap
-# ceiling are mapped fresh at every allocation and page-faulted on first touch: evaluating a 3x1000 net
-# took 1.4x as long in batches of 1000 images (40 MB activations) as in batches of 500 (measured, CPU).
-EVAL_BATCH_BYTES = 24 << 20
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
-        raise ConfigError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
-    return torch.device(name)
-
-
-def tune_cpu_runtime() -> None:
-    """Process-wide settings that make CPU training faster without changing what it computes.
-
-    - Denormal floats appear as FF activities and Adam moments shrink, and make CPU matmuls and updates up
-      to 1.6x slower (measured); flushing them to zero changes nothing that FF can resolve. In every
-      thread: see `flush_denormals_in_all_threads`.
-    - glibc's malloc hands freed megabyte blocks back to the kernel (heap trimming, mmap for large blocks),
-      so every training step page-faults its activations in afresh: 7,900 minor faults per 3x1000 step at
-      batch 512, and the step took 1.3x as long as with the memory kept (measured; the same effect is why
-      PyTorch's CPU tuning guides preload jemalloc or tcmalloc). Keeping freed memory in the process
-      (blocks up to 32 MiB from the heap, no trimming) removes it; the cost is that the process keeps
-      its peak memory. Not glibc (macOS, Windows, musl): skipped.
-    """
-    flush_denormals_in_all_threads()
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
-        libc.mallopt(m_trim_threshold, (1 << 31) - 1)
-    except (OSError, AttributeError):
-        pass
-
-
-def flush_denormals_in_all_threads() -> bool:
-    """Flush denormals to zero in the calling thread and in every thread of the OpenMP pool.
-
-    `torch.set_flush_denormal` sets the flush-to-zero bits of the calling thread only. Threads inherit
-    them when created, but the OpenMP workers that run half of every matmul and elementwise op already
-    exist once any parallel op has run (loading the data is enough), so they went on computing with
-    denormals: the main thread then waited for its worker inside each matmul. Measured on a 2-core CPU,
-    3x1000 at batch 512, steps alternated: eager 60.3 -> 58.8 ms, compiled 65.7 -> 51.7 ms.
-    The fix copies the calling thread's floating-point environment to every pool thread, by running
-    libm's `fesetenv` as the body of one OpenMP parallel region (GOMP_parallel; no compiled code).
-    Returns whether the workers were reached (False where torch uses no GNU OpenMP, e.g. macOS).
-    """
-    torch.set_flush_denormal(True)
-    try:
-        with open("/proc/self/maps") as maps:  # the libgomp torch loaded (wheels may rename it)
-            gomp_path = next(line.split()[-1] for line in maps if "libgomp" in line.rsplit("/", 1)[-1])
-        gomp, libm = ctypes.CDLL(gomp_path), ctypes.CDLL("libm.so.6")
-        env = ctypes.create_string_buffer(1024)  # fenv_t: 32 bytes on x86-64, less elsewhere
-        if libm.fegetenv(env) != 0:
-            return False
-        gomp.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
-        gomp.GOMP_parallel.restype = None
-        # fesetenv(env) runs once in every thread of a team of the default size (torch's thread count)
-        gomp.GOMP_parallel(ctypes.cast(libm.fesetenv, ctypes.c_void_p), env, 0, 0)
-        return True
-    except (OSError, AttributeError, StopIteration):
-        return False
-
-
-# Auto-compiled runs need this many training steps: compiling takes 2-40 s on the CPU (more for deep networks)
-# and saves 1-20 ms per step where it helps, so short runs (and the tests) stay eager.
-COMPILE_MIN_STEPS = 5000
-
-
-def use_compile(cfg: RunConfig, model, device: torch.device, train_size: int) -> bool:
-    """Whether to torch.compile the step: train.compile on/off, or for auto the measured rule: on the CPU,
-    for runs of at least COMPILE_MIN_STEPS steps whose largest activation tensor (all seeds, positives and
-    negatives, values per unit) is within what the layer type measured faster compiled. Off on GPUs until
-    measured there."""
-    t = cfg.train
-    if t.compile != "auto":
-        return t.compile == "on"
-    layer_type = type(model.layers[0])
-    steps = t.epochs * math.ceil(train_size / t.batch_size)
-    values = (model.seeds * 2 * t.batch_size * max(layer.units for layer in model.layers)
-              * layer_type.values_per_unit(model.options))
-    return device.type == "cpu" and steps >= COMPILE_MIN_STEPS and values <= layer_type.compile_max_values
-
-
-def make_optimizer(params, cfg: RunConfig, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam or SGD with momentum; the fused implementation (one kernel for all parameters; training steps
-    measured 1.25x faster on a 2-core CPU) where this torch build has it. Every update is elementwise,
-    so seeds stacked in one tensor never share statistics."""
-    t = cfg.train
-    params = list(params)
-    kwargs = dict(lr=lr, weight_decay=weight_decay)
-    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.SGD
-    if cls is torch.optim.SGD:
-        kwargs["momentum"] = t.momentum
-    try:
-        return cls(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(params, **kwargs)
 
 
 def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -146,15 +44,16 @@ class Trainer:
     def __init__(self, cfg: RunConfig, data: Data, model: FFNet, device: torch.device,
                  run: RunDir | None = None, ui=None):
         self.cfg, self.data, self.model, self.device, self.run = cfg, data, model, device, run
-        tune_cpu_runtime()
+        tune_runtime(device)
+        set_deterministic(cfg.train.deterministic, device)
         self.ui = ui
         t = cfg.train
-        self.layer_opts = [make_optimizer(self.optimized_parameters(k), cfg, t.lr, t.weight_decay)
+        self.layer_opts = [make_optimizer(self.optimized_parameters(k), t.optimizer, t.lr, t.weight_decay, t.momentum)
                            for k in range(len(model.layers))]
         self.augment = Augment(cfg.data.crop_padding, cfg.data.max_rotation, data.image_shape)
         self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.autocast)
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.autocast == "fp16")
-        self.head_opt = make_optimizer(model.head_parameters(), cfg, t.head_lr, t.head_weight_decay)
+        self.head_opt = make_optimizer(model.head_parameters(), t.optimizer, t.head_lr, t.head_weight_decay, t.momentum)
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
         # Compiled: the elementwise work of each layer (normalisation, activation, goodness, loss and their
@@ -162,18 +61,13 @@ class Trainer:
         self.compiled = use_compile(cfg, model, device, len(data.train))
         self.step_losses, self.step_head_loss = self.layer_losses, self.head_loss
         if self.compiled:
-            # Each Trainer's step compiles anew (its guards name this trainer's objects), and the compiled code
-            # of earlier trainers would stay cached and have its guards checked first at every call: after one
-            # 4x1000 network in the same process a 4x100 step took 5.3-7.0 ms instead of 2.5 (measured). A study
-            # trains its networks one after another, so drop them (an older trainer still in use recompiles).
-            torch._dynamo.reset()
-            if t.compile == "auto":  # chosen for speed: where compiling fails, run eager rather than stop
-                torch._dynamo.config.suppress_errors = True
+            configure_compile(t.compile, variants=2 * (len(model.layers) + 2))
             self.step_losses = torch.compile(self.layer_losses, dynamic=False)
             self.step_head_loss = torch.compile(self.head_loss, dynamic=False)
         model.fuse_evaluation(self.compiled)
         self.rows: list[dict] = []
         self.start_epoch = 0
+        self.resumed_from: str | None = None  # device type of the checkpoint a resumed run continues
         self._eval_negatives: dict[str, torch.Tensor] = {}
 
     def optimized_parameters(self, k: int) -> list:
@@ -181,7 +75,7 @@ class Trainer:
         under the APL schedule also layer k-1's, which its loss reaches through the attached pair."""
         params = list(self.model.layer_parameters(k))
         if self.cfg.train.schedule == "apl" and k > 0:
-            params += list(self.model.layers[k - 1].parameters())
+            params += list(self.model.layer_parameters(k - 1))  # layer 0's with the label encoding's
         return params
 
     def computes_loss(self, k: int, step: int) -> bool:
@@ -193,7 +87,8 @@ class Trainer:
 
     # ---- state ----
     def state_dict(self, epoch: int) -> dict:
-        return {"epoch": epoch, "model": self.model.state_dict(), "scaler": self.scaler.state_dict(),
+        return {"epoch": epoch, "device": self.device.type, "model": self.model.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "layer_opts": [o.state_dict() for o in self.layer_opts], "head_opt": self.head_opt.state_dict()}
 
     def load_state_dict(self, state: dict, rows: list[dict]) -> None:
@@ -204,6 +99,7 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"])
+        self.resumed_from = state.get("device", "cpu")
         self.rows = [r for r in rows if r["epoch"] <= self.start_epoch and r["split"] != "test"]
 
     # ---- schedule ----
@@ -323,16 +219,16 @@ class Trainer:
     def eval_negatives(self, name: str, split: Split) -> torch.Tensor:
         """One fixed wrong label per sample of a split, the same for every seed and epoch."""
         if name not in self._eval_negatives:
-            g = torch.Generator(device=self.device).manual_seed(derive_seed("eval-negatives", name))
+            g = device_generator(derive_seed("eval-negatives", name), self.device)
             self._eval_negatives[name] = random_negatives(split.y, self.data.num_classes, g)
         return self._eval_negatives[name]
 
     def eval_batch_images(self) -> int:
         """Images per evaluation batch: `train.eval_batch_size`, lowered until the widest layer's activities
-        for all seeds and labels fit in EVAL_BATCH_BYTES."""
+        for all seeds and labels fit in what the device allows (`device.eval_batch_bytes`)."""
         widest = max(layer.units for layer in self.model.layers)
         per_image = self.model.seeds * self.data.num_classes * widest * 4
-        return max(1, min(self.cfg.train.eval_batch_size, EVAL_BATCH_BYTES // per_image))
+        return max(1, min(self.cfg.train.eval_batch_size, eval_batch_bytes(self.device) // per_image))
 
     @torch.no_grad()
     def all_label_goodness(self, split: Split) -> torch.Tensor:
@@ -342,7 +238,7 @@ class Trainer:
         bs = self.eval_batch_images()
         for start in range(0, len(split), bs):
             g, _, _ = self.model.evaluate_batch(split.images(slice(start, start + bs)), with_head=False)
-            parts.append(g[self.model.classifier_layers].sum(0))
+            parts.append(g[self.model.classifier_slice].sum(0))
         self.model.train()
         return torch.cat(parts, dim=1)
 
@@ -375,7 +271,7 @@ class Trainer:
             sums["layer_acc10"] += (goodness.argmax(-1) == y).float().sum(-1)
             sums["g_pos"] += g_pos.sum(-1)
             sums["g_neg"] += g_neg.sum(-1)
-            net["acc_goodness"] += (goodness[model.classifier_layers].sum(0).argmax(-1) == y).float().sum(-1)
+            net["acc_goodness"] += (goodness[model.classifier_slice].sum(0).argmax(-1) == y).float().sum(-1)
             if logits is not None:
                 net["acc_head"] += (logits.argmax(-1) == y).float().sum(-1)
         model.train()
@@ -436,10 +332,15 @@ class Trainer:
         out.update(extra)
         return out
 
+    def train_seconds(self) -> float:
+        """Training time of every epoch recorded, those before a resume included (from the rows)."""
+        first = self.model.seed_list[0]
+        return sum(r["value"] for r in self.rows if r["metric"] == "epoch_seconds" and r["seed"] == first)
+
     def non_finite(self, sums: dict, layers: range) -> dict | None:
         """The first non-finite loss or goodness of the epoch, or None (one host sync per epoch)."""
         for metric in ("loss", "g_pos", "g_neg", "head_loss"):
-            values = sums[metric] if metric == "head_loss" else sums[metric][list(layers)]
+            values = sums[metric] if metric == "head_loss" else sums[metric][layers.start:layers.stop]
             bad = (~torch.isfinite(values)).nonzero()
             if len(bad):
                 index = bad[0].tolist()
@@ -457,14 +358,13 @@ class Trainer:
         model.train()
         if self.ui:
             self.ui.start(t.epochs, n_batches, self.start_epoch)
-        train_seconds = 0.0
         for epoch in range(self.start_epoch, t.epochs):
             torch.manual_seed(derive_seed(model.seed_list[0], "global", epoch))
             for k, layer in enumerate(model.layers):  # in-layer sampling, per seed
                 layer.noise_generators = seed_generators(model.seed_list, "layer-noise", k, epoch, device=self.device)
             self.set_lr(epoch)
             layers = self.trained_layers(epoch)
-            t0 = time.perf_counter()
+            t0 = clock(self.device)
             order, negatives = self.epoch_plan(epoch)
             zeros = lambda: torch.zeros(n_layers, s, device=self.device)  # noqa: E731
             sums = {name: zeros() for name in LAYER_METRICS}
@@ -477,15 +377,13 @@ class Trainer:
                 self.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums, b, augment_gens)
                 if self.ui:
                     self.ui.batch()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            epoch_seconds = time.perf_counter() - t0
-            train_seconds += epoch_seconds
-            t1 = time.perf_counter()
-            seen = sums["seen"][list(layers)].clamp(min=1)
-            train_metrics = {f"layer/{k}": sums[k][list(layers)] / seen for k in LAYER_METRICS} if t.train_metrics else {}
+            t1 = clock(self.device)
+            epoch_seconds = t1 - t0
+            trained = slice(layers.start, layers.stop)
+            seen = sums["seen"][trained].clamp(min=1)
+            train_metrics = {f"layer/{k}": sums[k][trained] / seen for k in LAYER_METRICS} if t.train_metrics else {}
             val = self.evaluate("val", self.data.val) if len(self.data.val) else {}
-            eval_seconds = time.perf_counter() - t1
+            eval_seconds = clock(self.device) - t1
             rows = []
             for key, value in train_metrics.items():
                 for row in self.to_rows(epoch + 1, "train", {key: value}):
@@ -517,7 +415,9 @@ class Trainer:
         self.rows += self.to_rows(final_epoch, "test", test)
         if self.run is not None:
             self.run.save_model(model, cfg)
-        extra = {"train_seconds": train_seconds}
+        extra = {"train_seconds": self.train_seconds()}
+        if self.resumed_from not in (None, self.device.type):
+            extra["resumed_on_other_device"] = {"checkpoint": self.resumed_from, "resumed": self.device.type}
         self.save(final_epoch, "complete", extra)
         summary = self.summary(final_epoch, "complete", extra)
         if self.ui:

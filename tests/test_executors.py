@@ -36,9 +36,9 @@ def test_ray_failing_cell_is_retried_and_reported(ray_session, tmp_path):
 
     definition = load_toml(find_preset("depth_correlation", "experiments"))
     definition["grids"]["broken"] = {**definition["grids"]["tiny"], "factors": {
-        "depth": [2], "width": [16], "data.dataset": ["mnist", "no-such-dataset"]}, "seeds": 1}
+        "depth": [2], "width": [16], "data.val_size": [1000, 70000]}, "seeds": 1}  # 70000: fails only on loading
     study = Study(definition, "broken", "standard", source="broken.toml")
     result = StudyRunner(study, tmp_path / "b", RayExecutor(), retries=1, quiet=True).run()
     assert result["counts"] == {"complete": 1, "failed": 1}
     failed = [c for c in load_cells(tmp_path / "b") if c["status"] == "failed"]
-    assert "no-such-dataset" in failed[0]["error"]
+    assert "val_size = 70000" in failed[0]["error"]

@@ -114,7 +114,8 @@ def test_report_from_records_only(uninterrupted):
 
 def test_seed_batch_rule_bounds_step_memory_on_the_cpu():
     from ffhw.config import RunConfig
-    from ffhw.study import SEED_BATCH_BYTES_CPU, choose_seed_batch
+    from ffhw.device import SEED_BATCH_BYTES_CPU
+    from ffhw.study import choose_seed_batch
 
     def cfg(layer_type, width, **layer):
         c = RunConfig()

@@ -151,7 +151,7 @@ def test_evaluation_does_not_depend_on_its_batch_size(mnist_small):
 
 
 def test_evaluation_batch_is_bounded_by_activation_memory(mnist_small):
-    from ffhw.train import EVAL_BATCH_BYTES
+    from ffhw.device import EVAL_BATCH_BYTES_CPU as EVAL_BATCH_BYTES
     cfg = small_config(hidden=(2000, 100), seeds=3)
     tr = trainer_for(cfg, mnist_small)
     n = tr.eval_batch_images()
@@ -177,7 +177,7 @@ def test_compiled_step_trains_like_eager(mnist_small, layer_type):
 
 
 def test_auto_compile_follows_the_measured_rule(mnist_small):
-    from ffhw.train import use_compile
+    from ffhw.device import use_compile
     cfg = small_config(hidden=(100, 100), epochs=100)  # 3000 images: 30 steps an epoch, 3000 in all
     model = FFNet(cfg, mnist_small.image_shape, 10)
     cpu = torch.device("cpu")
@@ -206,7 +206,7 @@ FLUSH_CHECK = """
 import torch
 torch.set_num_threads(2)
 torch.ones(1 << 20).mul(2.0)  # a parallel op: the OpenMP workers exist from here on
-from ffhw.train import flush_denormals_in_all_threads
+from ffhw.device import flush_denormals_in_all_threads
 {call}
 # denormals, from their bits (a float literal would be flushed on conversion); the product splits across threads
 tiny = torch.full((1 << 22,), 1000, dtype=torch.int32).view(torch.float32)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 from brevitas import nn as qnn
-from brevitas.function.ops_ste import binary_sign_ste, round_ste, scalar_clamp_min_ste, tensor_clamp_ste
+from brevitas.function.ops_ste import binary_sign_ste, round_ste, scalar_clamp_min_ste, scalar_clamp_ste
 from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat, Int32Bias,
                             SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat)
 from torch import nn
@@ -206,7 +206,7 @@ class QuantizedLayer(FFLayer):
                 self.weight.copy_(torch.maximum(torch.minimum(self.weight, scale), -scale))
             return binary_sign_ste(self.weight)
         top = 2 ** (self.options.weight_bits - 1) - 1
-        return tensor_clamp_ste(round_ste(self.weight / scale), self.weight.new_tensor(-top), self.weight.new_tensor(top))
+        return scalar_clamp_ste(round_ste(self.weight / scale), -float(top), float(top))  # bounds stay host scalars
 
     def forward(self, x: torch.Tensor) -> LayerOutput:
         x_q, input_scale = self.input_quant(normalize(x, self.norm))
@@ -222,12 +222,18 @@ class QuantizedLayer(FFLayer):
 
     @torch.no_grad()
     def weight_levels(self) -> torch.Tensor:
-        """Distinct integer weight levels in use, per seed (largest over scale groups for per-channel)."""
+        """Distinct integer weight levels in use, per seed (largest over scale groups for per-channel): one
+        histogram over all seeds and groups on the device, no per-group loop and no host read."""
         ints = self.int_weight(self.weight_scale())
         groups = ints.transpose(1, self.out_dim).flatten(2)  # [S, outputs, rest]
         if self.options.scaling == "tensor":
             groups = groups.flatten(1).unsqueeze(1)
-        return torch.tensor([float(max(len(torch.unique(row)) for row in groups[s])) for s in range(self.seeds)])
+        top = 1 if self.options.weight_bits == 1 else 2 ** (self.options.weight_bits - 1) - 1
+        bins = (groups + top).long().clamp_(0, 2 * top)  # levels -top..top as bins 0..2 top (binary: bins 0, 2)
+        s, g = bins.shape[:2]
+        counts = torch.zeros(s, g, 2 * top + 1, device=bins.device).scatter_add_(
+            2, bins, torch.ones_like(bins, dtype=torch.float32))
+        return (counts > 0).sum(-1).amax(-1).float()
 
     def static_stats(self) -> dict[str, torch.Tensor | float]:
         o = self.options
