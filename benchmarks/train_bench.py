@@ -89,7 +89,7 @@ class MatmulReplay:
 
 
 MATMUL_OPS = {"bmm", "mm", "baddbmm", "addmm"}
-SECTIONS = ("training", "compile", "seed_batching", "quick", "device")  # result keys, each with its provenance
+SECTIONS = ("training", "compile", "seed_batching", "quick", "device", "deep_compile")  # result keys, each with its provenance
 
 
 def product_flops(op, shapes) -> float:
@@ -267,11 +267,33 @@ def device_figures(device: torch.device) -> dict:
     return {"device": str(device), "device_name": name, "epochs": epochs, "seed_batching": seeds}
 
 
+def deep_compile(d, depth: int = 32, seeds: int = 10, epochs: int = 2) -> dict:
+    """The depth study's deep narrow shape (32x100, 10 seeds, batch 100, the full training split): epoch times
+    eager and compiled (the last of `epochs` epochs: the first compiles), and what the compiled run recompiled."""
+    from torch._dynamo.utils import counters
+    out = {"config": f"{depth}x100, batch 100, {seeds} seeds, {len(d.train)} training images", "epochs": epochs}
+    for mode in ("off", "on"):
+        cfg = load_preset("standard")
+        cfg.model.hidden, cfg.train.batch_size, cfg.train.seeds, cfg.train.compile = [100] * depth, 100, seeds, mode
+        counters.clear()
+        t = time.perf_counter()
+        hook, _ = measure_training(cfg, d, epochs=epochs)
+        last = hook.epochs[-1]
+        out[{"off": "eager", "on": "compiled"}[mode]] = {
+            "train_seconds": last["train_seconds"], "eval_seconds": last["eval_seconds"],
+            "epoch_seconds": last["train_seconds"] + last["eval_seconds"],
+            "first_epoch_train_seconds": hook.epochs[0]["train_seconds"], "wall_seconds": time.perf_counter() - t,
+            "compiled_frames": counters["frames"].get("total", 0), "graph_breaks": sum(counters["graph_break"].values())}
+    out["speedup"] = out["eager"]["epoch_seconds"] / out["compiled"]["epoch_seconds"]
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="training,seeds,quick",
                    help="comma-separated: training (FLOP/s, eval share), seeds (seed batching), quick (time to 98%%), "
-                        "compile (torch.compile vs eager; not in the default), device (the GPU targets' figures on "
+                        "compile (torch.compile vs eager; not in the default), deep (32x100 x 10 seeds epoch, eager vs "
+                        "compiled; not in the default), device (the GPU targets' figures on "
                         "--device; not in the default)")
     p.add_argument("--seed-types", default="standard,quantized,spiking", help="layer types of the seed-batching section")
     p.add_argument("--seed-widths", default="100,1000", help="layer widths of the seed-batching section")
@@ -350,6 +372,8 @@ def main() -> int:
             result["compile"].append({"config": label, "eager_step_seconds": medians[False],
                                       "compiled_step_seconds": medians[True], "speedup": medians[False] / medians[True],
                                       "compile_and_warmup_seconds": setup[True]})
+    if "deep" in sections:
+        result["deep_compile"] = deep_compile(d)
     if "seeds" in sections:
         result["seed_batching"] = seed_batching(d, tuple(args.seed_types.split(",")),
                                                 tuple(int(w) for w in args.seed_widths.split(",")))
@@ -385,6 +409,17 @@ def main() -> int:
             t3.add_row(r["config"], f"{1e3 * r['eager_step_seconds']:.1f}", f"{1e3 * r['compiled_step_seconds']:.1f}",
                        f"{r['speedup']:.2f}x", f"{r['compile_and_warmup_seconds']:.0f}")
         console.print(t3)
+    if "deep_compile" in result:
+        r = result["deep_compile"]
+        t5 = Table(title=f"deep narrow epoch ({r['config']}), epoch {r['epochs']}", title_justify="left")
+        for col in ("mode", "training s", "evaluation s", "epoch s", "compiled frames", "graph breaks"):
+            t5.add_column(col, justify="right")
+        for mode in ("eager", "compiled"):
+            m = r[mode]
+            t5.add_row(mode, f"{m['train_seconds']:.1f}", f"{m['eval_seconds']:.1f}", f"{m['epoch_seconds']:.1f}",
+                       str(m["compiled_frames"]), str(m["graph_breaks"]))
+        console.print(t5)
+        console.print(f"compiled / eager epoch: {r['speedup']:.2f}x")
     if "seed_batching" in result:
         t2 = Table(title="seed-batched vs sequential (one training step of all seeds, batch 100)", title_justify="left")
         for col in ("layer type", "network", "seeds", "one network (ms)", "sequential (ms)", "batched (ms)", "speedup"):

@@ -339,7 +339,10 @@ def load_preset(name: str) -> RunConfig:
     path = find_preset(name)
     data = load_toml(path)
     data.pop("description", None)
-    cfg = RunConfig.from_dict(data)
+    try:  # a preset must be valid on its own: errors name the file
+        cfg = RunConfig.from_dict(data).validate()
+    except ConfigError as exc:
+        raise ConfigError(f"preset {path}: {exc}; fix the file or choose another --preset") from None
     if not cfg.name:
         cfg.name = path.stem
     return cfg

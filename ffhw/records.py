@@ -142,8 +142,11 @@ class RunDir:
             return []
         try:
             with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                if tuple(reader.fieldnames or ()) != METRIC_FIELDS:
+                    raise ValueError(f"header {reader.fieldnames} is not {','.join(METRIC_FIELDS)}")
                 return [dict(row, seed=int(row["seed"]), epoch=int(row["epoch"]), value=float(row["value"]))
-                        for row in csv.DictReader(fh)]
+                        for row in reader]
         except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
             raise RunDirError(f"{path} is not a metrics file ffhw wrote ({type(exc).__name__}: {exc}); "
                               f"restore it, or delete the run directory and train again") from None

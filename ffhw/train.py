@@ -12,6 +12,7 @@ uninterrupted one would have done. Metrics are accumulated as device tensors and
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -141,7 +142,10 @@ class Trainer:
         images, labels = train.images(idx), train.y[idx]
         if augment_gens is not None:
             images = self.augment(images, augment_gens)  # positives and negatives share the augmented image
-        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+        # no autocast context at all without mixed precision: not every device type has one (meta)
+        precision = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
+                     else contextlib.nullcontext())
+        with precision:
             label_sets = torch.stack([labels, negatives.gather(1, idx)], dim=1)  # positives, negatives: [S, 2, B]
             # the step enters only through its parity (APL), so a compiled step is not rebuilt every batch
             total, stepped, _, neutral = self.step_losses(images, label_sets, layers, step % 2, sums)

@@ -132,3 +132,24 @@ def test_seed_batch_rule_bounds_step_memory_on_the_cpu():
     conv = cfg("standard", 100)
     conv.model.architecture = "small"
     assert choose_seed_batch(conv, 30) == 1
+
+
+def test_a_gpu_cell_on_an_executor_without_gpu_shares_is_refused():
+    from ffhw.errors import ConfigError
+    from ffhw.study import Study
+    study = Study.load("depth-correlation", "tiny", "standard", ["train.device=cuda"])
+    with pytest.raises(ConfigError, match="--gpus-per-cell"):
+        study.units(device_type="cpu")  # what Ray gives a task with no GPU share
+    assert study.units(device_type="cuda")  # with a GPU share
+
+
+def test_a_damaged_cell_record_gives_one_line(uninterrupted, tmp_path, capsys):
+    import shutil
+    from ffhw.run import main
+    root = tmp_path / "copy"
+    shutil.copytree(uninterrupted, root)
+    cell = sorted((root / "cells").glob("*/cell.json"))[0]
+    cell.write_text("{not json")
+    assert main(["study", "--report", str(root), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(cell) in err and "delete that cell's folder" in err and err.count("\n") == 1

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, check_ranges, coerce
 from ..encode import LabelPatterns
 from ..errors import ConfigError
 
@@ -82,10 +82,15 @@ class FFLayer(nn.Module):
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {cls.type_name} layers; "
                               f"known: {', '.join(sorted(known)) or 'none'}")
+        defaults = cls.Options()
+        values = {k: coerce(f"model.layer.{k}", getattr(defaults, k), v) for k, v in values.items()}
         try:
-            return cls.Options(**values)
+            options = cls.Options(**values)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{cls.type_name} layer options: {exc}") from None
+        ranges = getattr(cls.Options, "RANGES", {})  # the options' own ranges, checked like every config value
+        check_ranges(options, {f"model.layer.{k}": r for k, r in ranges.items()}, "model.layer.")
+        return options
 
     # The largest activation tensor of a training step (values, as in `values_per_unit`) up to which
     # torch.compile measured faster than eager for this type on the CPU (benchmarks/train_bench.py

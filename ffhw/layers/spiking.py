@@ -15,11 +15,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import snntorch as snn
 import torch
 from snntorch import surrogate
 from torch import nn
+
+from ..config import AT_LEAST_ONE, POSITIVE, Range
 
 from .base import (ConvBlock, FFLayer, LayerOutput, affine, affine_label_sets, affine_labels, init_std, normalize,
                    register, seed_normal)
@@ -35,6 +38,7 @@ class SpikingOptions:
     slope: float = 2.0  # surrogate sharpness (fast_sigmoid slope, atan alpha); broad works best for FF (measured)
     encoding: str = "direct"  # direct | rate: how an analog input becomes T steps
     next_input: str = "spikes"  # spikes | rates: what the next layer receives
+    RANGES: ClassVar[dict] = {"steps": AT_LEAST_ONE, "beta": Range(0, 1), "threshold": POSITIVE, "slope": POSITIVE}
 
     def __post_init__(self):
         for name, value, allowed in (("reset", self.reset, ("subtract", "zero")),

@@ -1,0 +1,115 @@
+"""Dry run of Trainer.fit on torch's `meta` device: every tensor has a shape and no data.
+
+An operation that mixes devices (a tensor made on the CPU meeting one on the training device) fails, and so
+does any read of a value on the host (`.item()`, `bool()`, `.tolist()`, `nonzero`, indexing with a host list
+built from device values): on a GPU each of those is a synchronisation that stalls the step. So a step that
+passes here runs on any device without host syncs. Shims stand in only where torch has no meta support
+(generators) and for the once-per-epoch reads of metrics, which are meant to reach the host.
+"""
+import pytest
+import torch
+
+from conftest import conv_config, small_config
+from ffhw import model as model_mod
+from ffhw import train as train_mod
+from ffhw.data import Data, Split
+from ffhw.layers import LAYER_TYPES
+from ffhw.model import FFNet
+from ffhw.train import Trainer
+
+META = torch.device("meta")
+OPTIONS = {"standard": {}, "quantized": {"weight_bits": 4}, "spiking": {"steps": 2}}
+
+
+def meta_data(n_train=16, n_eval=8, shape=(1, 28, 28)) -> Data:
+    def split(n):
+        return Split(torch.empty(n, *shape, dtype=torch.uint8, device=META), torch.empty(n, dtype=torch.long, device=META))
+    return Data("mnist", split(n_train), split(n_eval), split(n_eval), 10)
+
+
+@pytest.fixture
+def meta_shims(monkeypatch):
+    """Generators do not exist on meta: draw from the (meta) global stream instead. Per-epoch metric rows
+    read values on the host by design: give them placeholders."""
+    real_generator = model_mod.device_generator
+
+    def generator(seed, device="cpu"):
+        return None if torch.device(device).type == "meta" else real_generator(seed, device)
+
+    monkeypatch.setattr(model_mod, "device_generator", generator)
+    monkeypatch.setattr(train_mod, "device_generator", generator)
+
+    def to_rows(self, epoch, split, metrics):  # the real rows' layout, with 0.0 for the values meta lacks
+        rows = []
+        for key, value in metrics.items():
+            scope, metric = key.split("/")
+            layers = [str(k) for k in range(value.shape[0])] if scope == "layer" else ["net"]
+            rows += [dict(seed=sd, epoch=epoch, split=split, layer=layer, metric=metric, value=0.0)
+                     for layer in layers for sd in self.model.seed_list]
+        return rows
+
+    monkeypatch.setattr(Trainer, "to_rows", to_rows)
+    monkeypatch.setattr(Trainer, "non_finite", lambda self, sums, layers: None)
+
+
+def dry_config(layer_type, conv, seeds, schedule):
+    options = OPTIONS[layer_type]
+    if conv:
+        cfg = conv_config(layer_type, options, epochs=6 if schedule == "greedy" else 1, seeds=seeds,
+                          schedule=schedule, batch_size=8, compile="off")
+    else:
+        cfg = small_config(layer_type, hidden=(16, 16, 16), epochs=1, seeds=seeds, schedule=schedule, batch_size=8,
+                           compile="off")
+        cfg.model.layer = dict(options)
+    cfg.train.epochs = cfg.depth() if schedule == "greedy" else 1  # greedy: one epoch per layer
+    return cfg.validate()
+
+
+@pytest.mark.parametrize("schedule", ["simultaneous", "greedy", "apl"])
+@pytest.mark.parametrize("seeds", [1, 2])
+@pytest.mark.parametrize("conv", [False, True], ids=["fc", "conv"])
+@pytest.mark.parametrize("layer_type", sorted(LAYER_TYPES))
+def test_fit_runs_on_meta_without_device_mixing_or_host_reads(meta_shims, layer_type, conv, seeds, schedule):
+    cfg = dry_config(layer_type, conv, seeds, schedule)
+    data = meta_data()
+    model = FFNet(cfg, data.image_shape, data.num_classes).to(META)
+    trainer = Trainer(cfg, data, model, META)
+    summary = trainer.fit()
+    assert summary["status"] == "complete" and summary["device"] == "meta"
+    assert all(p.device.type == "meta" for p in model.parameters())
+
+
+def test_a_host_read_inside_a_step_fails_the_dry_run(meta_shims, monkeypatch):
+    """The dry run can tell: a layer that reads a value on the host in its forward fails it."""
+    from ffhw.layers.standard import StandardLayer
+    real_forward = StandardLayer.forward
+
+    def forward_with_host_read(self, x):
+        out = real_forward(self, x)
+        if out.act.mean() > 0:  # bool() of a device value: a synchronisation on a GPU
+            pass
+        return out
+
+    monkeypatch.setattr(StandardLayer, "forward", forward_with_host_read)
+    cfg = dry_config("standard", False, 1, "simultaneous")
+    data = meta_data()
+    trainer = Trainer(cfg, data, FFNet(cfg, data.image_shape, 10).to(META), META)
+    with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
+        trainer.fit()
+
+
+def test_a_tensor_made_on_the_cpu_inside_a_step_fails_the_dry_run(meta_shims, monkeypatch):
+    from ffhw.layers.standard import StandardLayer
+    real_forward = StandardLayer.forward
+
+    def forward_mixing(self, x):
+        out = real_forward(self, x)
+        out.act = out.act + torch.zeros(out.act.shape[-1])  # made on the CPU, not on the layer's device
+        return out
+
+    monkeypatch.setattr(StandardLayer, "forward", forward_mixing)
+    cfg = dry_config("standard", False, 1, "simultaneous")
+    data = meta_data()
+    trainer = Trainer(cfg, data, FFNet(cfg, data.image_shape, 10).to(META), META)
+    with pytest.raises(RuntimeError, match="device"):
+        trainer.fit()
