@@ -20,7 +20,9 @@ from rich.table import Table
 
 from ffhw.executors import make_executor
 from ffhw.records import code_version
-from ffhw.study import Study, StudyRunner, load_cells
+from ffhw.records import load_cells
+from ffhw.runner import StudyRunner
+from ffhw.study import Study
 
 
 def timed_run(study: Study, executor_name: str, workers: int, root: Path) -> dict:

@@ -19,7 +19,7 @@ from ffhw.bench import bench_bundle
 from ffhw.compare import collect
 from ffhw.export import export_run
 from ffhw.hardware import cost_model
-from ffhw.records import load_model
+from ffhw.model import load_model
 
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 

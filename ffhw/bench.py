@@ -39,7 +39,7 @@ def percentiles(fn, iterations: int, warmup: int) -> dict:
 
 def torch_graphs(manifest: dict):
     """The eager modules the bundle was exported from, rebuilt from the run (None if the run is gone)."""
-    from .records import load_model
+    from .model import load_model
 
     run = Path(manifest["run"])
     if not (run / "model.pt").exists():

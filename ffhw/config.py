@@ -292,16 +292,21 @@ def get_path(obj: Any, dotted: str) -> Any:
     return obj
 
 
+def parse_value(text: Any) -> Any:
+    """A command-line value in TOML syntax (3, 1e-3, true, [1, 2], "x"), else the bare string: the one parser
+    of --set and --analysis values."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def override(cfg: RunConfig, dotted: str, value: Any) -> None:
     """Apply one `section.key=value` override (values from the CLI are strings; TOML syntax is accepted)."""
-    parts = dotted.split(".")
-    if isinstance(value, str):
-        try:
-            value = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            pass  # a bare string
-    nested: dict = value
-    for part in reversed(parts):
+    nested: Any = parse_value(value)
+    for part in reversed(dotted.split(".")):
         nested = {part: nested}
     merge(cfg, nested)
 

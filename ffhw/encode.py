@@ -38,6 +38,32 @@ class LabelPatterns:
         return self.values.new_zeros(self.values.shape[0], self.dim).index_copy_(1, self.positions, self.values)
 
 
+@dataclass
+class LabelSetInputs:
+    """Layer 0's inputs in a training step, K label sets per image (true and wrong labels), as the encoding
+    gives them: split into the image part `base` [S, N, D] and label `patterns` on disjoint positions with
+    `labels` [S, K, N] (and `frozen_labels` [S, N] for the neutral pass), so a layer that starts with a linear
+    map can project each image once; or, where the label cannot be split off, the `full` inputs [S, K*N, ...]
+    (and `frozen_full` [S, N, ...])."""
+    base: torch.Tensor | None = None
+    patterns: LabelPatterns | None = None
+    labels: torch.Tensor | None = None
+    frozen_labels: torch.Tensor | None = None
+    full: torch.Tensor | None = None
+    frozen_full: torch.Tensor | None = None
+
+
+@dataclass
+class AllLabelInputs:
+    """Layer 0's inputs in evaluation, every label of each image: `base` [S, N, D] with `patterns` [C, D]
+    (and a `neutral` pattern [D] for the head), or the `full` inputs [S, N*C, ...] (and `neutral_full`)."""
+    base: torch.Tensor | None = None
+    patterns: torch.Tensor | None = None
+    neutral: torch.Tensor | None = None
+    full: torch.Tensor | None = None
+    neutral_full: torch.Tensor | None = None
+
+
 def border_ring(height: int, width: int) -> list[int]:
     """Flat indices of the image border, clockwise from the top-left corner."""
     top = [c for c in range(width)]
@@ -93,22 +119,17 @@ class LabelEncoding(nn.Module):
     def embed_neutral(self, images: torch.Tensor) -> torch.Tensor:
         return self.base(images) + self.neutral
 
-    def all_labels(self, layer0, images: torch.Tensor, seeds: int, neutral: bool = False):
-        """Layer 0 on every label embedding of images [N, ...] -> LayerOutput over [S, N*C], and with
-        `neutral` on the neutral embedding [S, N] (else None); the image part is computed once per image
-        where the layer type allows it (FFLayer.forward_labels)."""
+    def all_labels(self, images: torch.Tensor, seeds: int, neutral: bool = False) -> AllLabelInputs:
+        """Every label of images [N, ...] for S seeds (and the neutral label, with `neutral`), split."""
         base = self.base(images)
-        return layer0.forward_labels(base.unsqueeze(0).expand(seeds, *base.shape), self.patterns,
-                                     self.neutral if neutral else None)
+        return AllLabelInputs(base=base.unsqueeze(0).expand(seeds, *base.shape), patterns=self.patterns,
+                              neutral=self.neutral if neutral else None)
 
-    def label_sets(self, layer0, images: torch.Tensor, labels: torch.Tensor, neutral: bool):
-        """Layer 0 in a training step: images [S, N, ...] with K label sets [S, K, N] -> LayerOutput over
-        [S, K*N] (set after set), and with `neutral` also the neutral-label pass without gradient [S, N]
-        (else None). The image part is computed once for all sets where the layer type allows it
-        (FFLayer.forward_label_sets)."""
+    def label_sets(self, images: torch.Tensor, labels: torch.Tensor, neutral: bool) -> LabelSetInputs:
+        """Images [S, N, ...] with K label sets [S, K, N] (and, with `neutral`, the neutral label), split."""
         frozen = torch.full_like(labels[:, 0], self.num_classes) if neutral else None
         patterns = LabelPatterns(self.label_values, self.label_positions, self.in_dim)
-        return layer0.forward_label_sets(self.base(images), patterns, labels, frozen)
+        return LabelSetInputs(base=self.base(images), patterns=patterns, labels=labels, frozen_labels=frozen)
 
     def input_density(self, images: torch.Tensor) -> float:
         """Share of non-zero values in layer 0's inputs for images [N, ...] with label 0 (cost model)."""
@@ -190,22 +211,19 @@ class LabelChannel(nn.Module):
     def embed_neutral(self, images: torch.Tensor) -> torch.Tensor:
         return self._with_channel(images, images.new_zeros(*images.shape[:-3], self.weight.shape[-1]))
 
-    def all_labels(self, layer0, images: torch.Tensor, seeds: int, neutral: bool = False):
+    def all_labels(self, images: torch.Tensor, seeds: int, neutral: bool = False) -> AllLabelInputs:
+        """As LabelEncoding.all_labels, built in full: the learned channel differs per seed."""
         n, c = images.shape[0], self.num_classes
         expanded = images.unsqueeze(1).expand(n, c, *images.shape[1:]).reshape(n * c, *images.shape[1:])
         labels = torch.arange(c, device=images.device).repeat(n)
-        out = layer0(self.embed(expanded.unsqueeze(0).expand(seeds, *expanded.shape),
-                                labels.unsqueeze(0).expand(seeds, -1)))
-        return out, (layer0(self.embed_neutral(images.unsqueeze(0).expand(seeds, *images.shape))) if neutral else None)
+        full = self.embed(expanded.unsqueeze(0).expand(seeds, *expanded.shape), labels.unsqueeze(0).expand(seeds, -1))
+        neutral_full = self.embed_neutral(images.unsqueeze(0).expand(seeds, *images.shape)) if neutral else None
+        return AllLabelInputs(full=full, neutral_full=neutral_full)
 
-    def label_sets(self, layer0, images: torch.Tensor, labels: torch.Tensor, neutral: bool):
-        """As LabelEncoding.label_sets; the learned channel keeps its gradient from layer 0's loss."""
-        out = layer0(torch.cat([self.embed(images, labels[:, k]) for k in range(labels.shape[1])], dim=1))
-        frozen = None
-        if neutral:
-            with torch.no_grad():
-                frozen = layer0(self.embed_neutral(images))
-        return out, frozen
+    def label_sets(self, images: torch.Tensor, labels: torch.Tensor, neutral: bool) -> LabelSetInputs:
+        """As LabelEncoding.label_sets, built in full; the learned channel keeps its gradient from layer 0's loss."""
+        full = torch.cat([self.embed(images, labels[:, k]) for k in range(labels.shape[1])], dim=1)
+        return LabelSetInputs(full=full, frozen_full=self.embed_neutral(images) if neutral else None)
 
     def input_density(self, images: torch.Tensor, seed: int = 0) -> float:
         """Share of non-zero values in block 0's inputs for images [N, C, H, W] with label 0 (cost model)."""

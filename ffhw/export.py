@@ -130,7 +130,7 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
                qonnx: bool = False, accuracy_samples: int | None = None, log=print) -> Path:
     """Export every layer of a trained run and its classifier; check parity; write the manifest."""
     from . import data as data_mod
-    from .records import load_model
+    from .model import load_model
 
     run_dir = Path(run_dir)
     model, cfg = load_model(run_dir)

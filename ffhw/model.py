@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from .config import CONV_ARCHITECTURES, RunConfig
-from .encode import LabelChannel, LabelEncoding
+from .encode import AllLabelInputs, LabelChannel, LabelEncoding, LabelSetInputs
+from .errors import ConfigError, RunDirError
+from .files import torch_load
 from .layers import LayerOutput, get_layer_type
 from .objectives import Objective
 
@@ -77,7 +79,7 @@ class FFNet(nn.Module):
                 layers.append(layer)
                 shape = layer.out_shape
         self.layers = nn.ModuleList(layers)
-        self.objectives = [Objective(m, layer.units) for layer in self.layers]
+        self.objectives = nn.ModuleList(Objective(m, layer.units, seeds) for layer in self.layers)
         n = len(self.layers)
         self.classifier_layers = {"all-but-first": list(range(1, n)), "all": list(range(n)),
                                   "last": [n - 1]}[m.classifier_layers] or list(range(n))
@@ -86,9 +88,17 @@ class FFNet(nn.Module):
         features = sum(self.layers[k].units for k in self.classifier_layers) if cfg.train.head else 0
         self.head_weight = nn.Parameter(torch.zeros(seeds, features, num_classes))
         self.head_bias = nn.Parameter(torch.zeros(seeds, 1, num_classes))
-        # Saved with the weights so that `records.load_model` can rebuild the network from model.pt alone.
+        # Saved with the weights so that `load_model` can rebuild the network from model.pt alone.
         self.register_buffer("_image_shape", torch.tensor(image_shape))
         self.register_buffer("_num_classes", torch.tensor(num_classes))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Models saved before the peer-normalisation state moved to the objectives kept it in the layers."""
+        for k in range(len(self.layers)):
+            old = f"{prefix}layers.{k}.peer_running"
+            if old in state_dict:
+                state_dict[f"{prefix}objectives.{k}.peer_running"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def fuse_evaluation(self, on: bool = True) -> None:
         """Evaluate with the layer type's fused (compiled) kernels where it has them (see layers/fused.py)."""
@@ -116,6 +126,29 @@ class FFNet(nn.Module):
         """What layer k learns from: deeper layers get a detached input (no gradient crosses a layer); layer 0's
         input stays attached to the encoding, so a learned label channel trains with layer 0's loss."""
         return x if k == 0 else x.detach()
+
+    def first_layer_label_sets(self, images: torch.Tensor, labels: torch.Tensor, neutral: bool):
+        """Layer 0 in a training step: images [S, N, ...] with K label sets [S, K, N] -> LayerOutput over
+        [S, K*N] (set after set), and with `neutral` the neutral-label pass without gradient [S, N] (else
+        None). Where the encoding splits image and label, the layer projects each image once for all sets."""
+        inputs: LabelSetInputs = self.encoding.label_sets(images, labels, neutral)
+        layer = self.layers[0]
+        if inputs.full is None:
+            return layer.forward_label_sets(inputs.base, inputs.patterns, inputs.labels, inputs.frozen_labels)
+        out = layer(inputs.full)
+        with torch.no_grad():
+            frozen = layer(inputs.frozen_full) if inputs.frozen_full is not None else None
+        return out, frozen
+
+    def first_layer_all_labels(self, images: torch.Tensor, neutral: bool = False):
+        """Layer 0 on every label of images [N, ...] -> LayerOutput over [S, N*C] (all labels of image 0
+        first), and with `neutral` on the neutral label [S, N] (else None)."""
+        inputs: AllLabelInputs = self.encoding.all_labels(images, self.seeds, neutral)
+        layer = self.layers[0]
+        if inputs.full is None:
+            return layer.forward_labels(inputs.base, inputs.patterns, inputs.neutral)
+        out = layer(inputs.full)
+        return out, (layer(inputs.neutral_full) if inputs.neutral_full is not None else None)
 
     def forward_layers(self, x: torch.Tensor, start: int = 0) -> list[LayerOutput]:
         """Run layers start.. on their input x [S, N, ...] (encoded inputs for layer 0), each on its
@@ -152,7 +185,7 @@ class FFNet(nn.Module):
         (`forward_labels`); the rest run on the N*C label-embedded activities (and the N neutral ones).
         """
         s, n, c = self.seeds, images.shape[0], self.num_classes
-        out, neutral = self.encoding.all_labels(self.layers[0], images, s, neutral=with_head)
+        out, neutral = self.first_layer_all_labels(images, neutral=with_head)
         goodness, stats, last = [], [], len(self.layers) - 1
         for k, (layer, obj) in enumerate(zip(self.layers, self.objectives)):
             if k:
@@ -178,3 +211,25 @@ class FFNet(nn.Module):
     def predict(self, images: torch.Tensor, classifier: str = "goodness") -> torch.Tensor:
         """Class predictions [S, N] with the goodness classifier or the linear head."""
         return self.class_scores(images, classifier).argmax(-1)
+
+
+def load_model(run_dir, device: str = "cpu") -> tuple[FFNet, RunConfig]:
+    """Rebuild a trained network from `<run_dir>/model.pt` (or a model.pt path). Returns (model, config)."""
+    from pathlib import Path
+
+    path = Path(run_dir)
+    path = path / "model.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise RunDirError(f"{path} not found; train a model first (python -m ffhw.run ...)")
+    fix = "it is not a model ffhw saved: train the run again (python -m ffhw.run ...)"
+    blob = torch_load(path, fix, map_location=device)
+    try:
+        cfg = RunConfig.from_dict(blob["config"]).validate()
+        state = blob["state_dict"]
+        image_shape, num_classes = tuple(state["_image_shape"].tolist()), int(state["_num_classes"])
+        model = FFNet(cfg, image_shape, num_classes).to(device)
+        model.load_state_dict(state)
+    except (KeyError, TypeError, AttributeError, RuntimeError, ConfigError) as exc:
+        raise RunDirError(f"{path} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); {fix}") from None
+    model.eval()
+    return model, cfg

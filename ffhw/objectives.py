@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .config import ModelConfig
 
@@ -61,13 +62,30 @@ def goodness(act: torch.Tensor, kind: str) -> torch.Tensor:
     return goodness_stats(act, kind)[0]
 
 
-class Objective:
-    """The loss and the layer accuracy that goes with it, for one layer of `units` units."""
+class Objective(nn.Module):
+    """The loss and the layer accuracy that goes with it, for one layer of `units` units, and the state of
+    its peer normalisation: each unit's running mean activity on positives, per seed (loeweX init 0.5)."""
 
-    def __init__(self, cfg: ModelConfig, units: int):
+    def __init__(self, cfg: ModelConfig, units: int, seeds: int = 1):
+        super().__init__()
         self.kind, self.loss_kind, self.alpha = cfg.goodness, cfg.loss, cfg.alpha
         # Threshold per unit: sum goodness compares with theta * width (loeweX: the width itself).
         self.threshold = cfg.theta * units if cfg.goodness == "sum" else cfg.theta
+        self.peer_norm, self.peer_momentum = cfg.peer_norm, cfg.peer_momentum
+        self.register_buffer("peer_running", torch.full((seeds, units), 0.5))
+
+    def training_loss(self, act: torch.Tensor, positives: int):
+        """A training step's loss for activities [S, 2B, ...] (positives, then negatives): the objective to
+        minimise [S] (with the peer-normalisation term, whose running state advances), the FF loss [S], and the
+        goodness of positives and negatives [S, B]."""
+        g, positive_mean = self.goodness_and_positive_mean(act, positives if self.peer_norm > 0 else 0)
+        g_pos, g_neg = g[:, :positives], g[:, positives:]
+        loss = self.loss(g_pos, g_neg)
+        if self.peer_norm <= 0:
+            return loss, loss, g_pos, g_neg
+        running = peer_update(self.peer_running, positive_mean, self.peer_momentum)
+        self.peer_running.copy_(running.detach())
+        return loss + self.peer_norm * peer_loss(running), loss, g_pos, g_neg
 
     def goodness(self, act: torch.Tensor) -> torch.Tensor:
         return goodness(act, self.kind)

@@ -11,50 +11,20 @@ Every file is written to a temporary name and renamed, so a kill never leaves a 
 """
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
-import os
 import platform
-import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from . import __version__
-from .config import RunConfig, dumps, load_toml, repo_root
+from .config import RunConfig, dumps, load_toml
 from .errors import ConfigError, RunDirError
+from .files import atomic_torch_save, atomic_write, code_version, make_dir, read_json, torch_load
 
 METRIC_FIELDS = ("seed", "epoch", "split", "layer", "metric", "value")
-
-
-def make_dir(path: Path, what: str = "output directory") -> Path:
-    """Create a directory (and its parents), or a RunDirError saying why it cannot be one."""
-    path = Path(path)
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise RunDirError(f"the {what} {path} cannot be created: {blocker} is a file; choose another location")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"the {what} {path} cannot be created ({exc.strerror}); choose a writable location") from None
-    if not os.access(path, os.W_OK):
-        raise RunDirError(f"the {what} {path} is not writable; choose a writable location")
-    return path
-
-
-def read_json(path: Path, fix: str) -> dict:
-    """A JSON object from `path`, or a RunDirError naming the file and `fix` (what to do)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise RunDirError(f"{path} not found; {fix}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{path} cannot be read ({exc}); {fix}") from None
-    if not isinstance(data, dict):
-        raise RunDirError(f"{path} does not hold a JSON object; {fix}")
-    return data
 
 
 def read_config(path: Path, fix: str) -> RunConfig:
@@ -64,49 +34,6 @@ def read_config(path: Path, fix: str) -> RunConfig:
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(f"{message if str(path) in message else f'{path}: {message}'}; {fix}") from None
-
-
-def torch_load(path: Path, fix: str, map_location="cpu"):
-    """torch.load with weights only; a truncated, foreign or corrupt file is a RunDirError naming it."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise RunDirError(f"{path} not found; {fix}") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunDirError(f"{path} cannot be read ({first[:200]}); {fix}") from None
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write(path, buf.getvalue())
-
-
-def code_version() -> dict:
-    """ffhw version and, in a git checkout, the commit and whether the tree had uncommitted changes."""
-    info = {"ffhw": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    root = repo_root()
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5)
-        if commit.returncode == 0:
-            info["commit"] = commit.stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=5)
-            info["dirty"] = bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
 
 
 class RunDir:
@@ -172,6 +99,12 @@ class RunDir:
     def save_model(self, model: torch.nn.Module, cfg: RunConfig) -> None:
         atomic_torch_save({"state_dict": model.state_dict(), "config": cfg.to_dict()}, self.path / "model.pt")
 
+    # ---- the training loop's sink ----
+    def record(self, rows: list[dict], summary: dict) -> None:
+        """Everything measured so far: the rows first, then the summary that describes them."""
+        self.write_metrics(rows)
+        self.write_summary(summary)
+
     def save_checkpoint(self, state: dict) -> None:
         atomic_torch_save(state, self.path / "checkpoint.pt")
 
@@ -185,23 +118,64 @@ class RunDir:
         return state
 
 
-def load_model(run_dir: str | os.PathLike, device: str = "cpu"):
-    """Rebuild a trained network from `<run_dir>/model.pt` (or a model.pt path). Returns (model, config)."""
-    from .model import FFNet  # here, not at the top: records must not depend on the model code
+class NoRecords:
+    """The sink of a run that writes nothing (the Python API without a directory, benchmarks, tests)."""
+    path = None
 
-    path = Path(run_dir)
-    path = path / "model.pt" if path.is_dir() else path
-    if not path.is_file():
-        raise RunDirError(f"{path} not found; train a model first (python -m ffhw.run ...)")
-    fix = "it is not a model ffhw saved: train the run again (python -m ffhw.run ...)"
-    blob = torch_load(path, fix, map_location=device)
-    try:
-        cfg = RunConfig.from_dict(blob["config"]).validate()
-        state = blob["state_dict"]
-        image_shape, num_classes = tuple(state["_image_shape"].tolist()), int(state["_num_classes"])
-        model = FFNet(cfg, image_shape, num_classes).to(device)
-        model.load_state_dict(state)
-    except (KeyError, TypeError, AttributeError, RuntimeError, ConfigError) as exc:
-        raise RunDirError(f"{path} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); {fix}") from None
-    model.eval()
-    return model, cfg
+    def record(self, rows: list[dict], summary: dict) -> None:
+        pass
+
+    def save_checkpoint(self, state: dict) -> None:
+        pass
+
+    def save_model(self, model, cfg: RunConfig) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- study cells
+FINAL = ("complete", "diverged")  # cells in these states are never run again
+CELL_FIX = "delete that cell's folder and run the study again to retrain it"
+
+
+@dataclass
+class Cell:
+    key: str  # configuration key, e.g. depth-8_width-100
+    factors: dict
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.key}_seed-{self.seed}"
+
+
+def cell_dir(root: Path, cell: Cell) -> Path:
+    return Path(root) / "cells" / cell.id
+
+
+def read_cell(path: Path) -> dict:
+    info = path / "cell.json"
+    return read_json(info, CELL_FIX) if info.exists() else {}
+
+
+def write_cell(root: Path, cell: Cell, config: dict, status: str, rows: list[dict] | None, info: dict) -> None:
+    path = make_dir(cell_dir(root, cell), "cell directory")
+    cfg = RunConfig.from_dict(copy.deepcopy(config))
+    cfg.train.seed, cfg.train.seeds = cell.seed, 1
+    atomic_write(path / "config.toml", dumps(cfg))
+    if rows is not None:
+        RunDir(path).write_metrics(rows)
+    body = {"cell": cell.id, "key": cell.key, "factors": cell.factors, "seed": cell.seed, "status": status,
+            **info, "code": code_version(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write(path / "cell.json", json.dumps(body, indent=2, sort_keys=True) + "\n")  # last: marks the cell done
+
+
+def load_cells(root: Path) -> list[dict]:
+    """Every recorded cell: its cell.json plus `rows` (metrics.csv)."""
+    cells = []
+    for path in sorted((Path(root) / "cells").glob("*/cell.json")):
+        info = read_json(path, CELL_FIX)
+        info["rows"] = RunDir(path.parent).read_metrics()
+        cells.append(info)
+    return cells
+
+

@@ -157,7 +157,7 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"compare": "ffhw.compare", "study": "ffhw.study", "export": "ffhw.export", "bench": "ffhw.bench"}
+COMMANDS = {"compare": "ffhw.compare", "study": "ffhw.runner", "export": "ffhw.export", "bench": "ffhw.bench"}
 
 
 def dispatch(argv: list[str]) -> int:

@@ -16,20 +16,17 @@ import contextlib
 import math
 
 import torch
-import torch.nn.functional as F
 
+from . import metrics
+from .augment import Augment
 from .config import RunConfig
 from .data import Data, Split
-from .augment import Augment
-from .device import clock, configure_compile, eval_batch_bytes, make_optimizer, set_deterministic, tune_runtime, use_compile
+from .device import clock, configure_compile, make_optimizer, set_deterministic, tune_runtime, use_compile
 from .encode import hard_negatives, random_negatives
-from .errors import DivergenceError
 from .layers import LayerOutput
+from .metrics import LAYER_METRICS  # noqa: F401 - part of the training API
 from .model import FFNet, derive_seed, device_generator, seed_generators
-from .objectives import peer_loss, peer_update
-from .records import RunDir
-
-LAYER_METRICS = ("loss", "layer_acc", "g_pos", "g_neg")
+from .records import NoRecords, RunDir
 
 
 def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -44,7 +41,8 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
 class Trainer:
     def __init__(self, cfg: RunConfig, data: Data, model: FFNet, device: torch.device,
                  run: RunDir | None = None, ui=None):
-        self.cfg, self.data, self.model, self.device, self.run = cfg, data, model, device, run
+        self.cfg, self.data, self.model, self.device = cfg, data, model, device
+        self.sink = run if run is not None else NoRecords()  # where rows, summaries and checkpoints go
         tune_runtime(device)
         set_deterministic(cfg.train.deterministic, device)
         self.ui = ui
@@ -165,7 +163,7 @@ class Trainer:
         layer 0's output for the neutral label (for the head; None without one). Layer 0 sees the images with
         the positive and negative label sets [S, 2, B] (rows: positives, then negatives); each deeper layer's
         input is detached, except under APL where a block without a loss passes its output on attached."""
-        model, cfg = self.model, self.cfg.model
+        model = self.model
         b = label_sets.shape[-1]
         total = images.new_zeros((), dtype=torch.float32)
         stepped, losses = [], {}
@@ -174,7 +172,7 @@ class Trainer:
             layer, obj = model.layers[k], model.objectives[k]
             if k == 0:
                 with torch.set_grad_enabled(0 in layers and torch.is_grad_enabled()):
-                    out, neutral = model.encoding.label_sets(layer, images, label_sets, self.cfg.train.head)
+                    out, neutral = model.first_layer_label_sets(images, label_sets, self.cfg.train.head)
             elif k not in layers:
                 with torch.no_grad():
                     out = layer(inp)
@@ -188,22 +186,10 @@ class Trainer:
                 inp = out.out  # stays attached: the next block's loss trains this block too
                 continue
             stepped.append(k)
-            g, positive_mean = obj.goodness_and_positive_mean(out.act.float(), b if cfg.peer_norm > 0 else 0)
-            g_pos, g_neg = g[:, :b], g[:, b:]
-            loss = obj.loss(g_pos, g_neg)
-            objective = loss
-            if cfg.peer_norm > 0:
-                running = peer_update(layer.peer_running, positive_mean, cfg.peer_momentum)
-                layer.peer_running.copy_(running.detach())
-                objective = loss + cfg.peer_norm * peer_loss(running)
+            objective, loss, g_pos, g_neg = obj.training_loss(out.act.float(), b)
             losses[k] = objective.sum()  # seeds add: each seed's gradient only sees its own loss
             total = total + losses[k]
-            with torch.no_grad():
-                sums["loss"][k] += loss * b
-                sums["layer_acc"][k] += obj.binary_accuracy(g_pos, g_neg) * b
-                sums["g_pos"][k] += g_pos.mean(-1) * b
-                sums["g_neg"][k] += g_neg.mean(-1) * b
-                sums["seen"][k] += b
+            metrics.add_layer_step(sums, k, obj, loss, g_pos, g_neg)
             inp = out.out
         return total, stepped, losses, neutral
 
@@ -213,10 +199,8 @@ class Trainer:
         with torch.no_grad():
             outputs = [neutral, *model.forward_layers(neutral.out, start=1)]
         logits = model.head_logits(outputs).float()  # [S, B, C]
-        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
-        with torch.no_grad():
-            sums["head_loss"] += ce.sum(-1)
-            sums["head_acc"] += (logits.argmax(-1) == labels).float().sum(-1)
+        ce = metrics.head_cross_entropy(logits, labels)
+        metrics.add_head_step(sums, logits, ce, labels)
         return ce.mean(-1).sum()
 
     # ---- evaluation ----
@@ -228,202 +212,76 @@ class Trainer:
         return self._eval_negatives[name]
 
     def eval_batch_images(self) -> int:
-        """Images per evaluation batch: `train.eval_batch_size`, lowered until the widest layer's activities
-        for all seeds and labels fit in what the device allows (`device.eval_batch_bytes`)."""
-        widest = max(layer.units for layer in self.model.layers)
-        per_image = self.model.seeds * self.data.num_classes * widest * 4
-        return max(1, min(self.cfg.train.eval_batch_size, eval_batch_bytes(self.device) // per_image))
+        return metrics.eval_batch_images(self.model, self.data.num_classes, self.cfg.train.eval_batch_size, self.device)
 
-    @torch.no_grad()
     def all_label_goodness(self, split: Split) -> torch.Tensor:
-        """Goodness of the classifier layers for every label, [S, N, C] (for hard negatives)."""
-        self.model.eval()
-        parts = []
-        bs = self.eval_batch_images()
-        for start in range(0, len(split), bs):
-            g, _, _ = self.model.evaluate_batch(split.images(slice(start, start + bs)), with_head=False)
-            parts.append(g[self.model.classifier_slice].sum(0))
-        self.model.train()
-        return torch.cat(parts, dim=1)
+        return metrics.all_label_goodness(self.model, split, self.eval_batch_images())
 
-    @torch.no_grad()
     def evaluate(self, name: str, split: Split) -> dict[str, torch.Tensor]:
-        """Per-layer [L, S] and network [S] metrics of a split: layer accuracies (binary and C-way), loss,
-        goodness of positives and negatives, hardware statistics, and each classifier's accuracy."""
-        model = self.model
-        model.eval()
-        neg_all = self.eval_negatives(name, split)
-        n_layers, s = len(model.layers), model.seeds
-        zeros = lambda: torch.zeros(n_layers, s, device=self.device)  # noqa: E731
-        sums = {"loss": zeros(), "layer_acc": zeros(), "layer_acc10": zeros(), "g_pos": zeros(), "g_neg": zeros()}
-        net = {"acc_goodness": torch.zeros(s, device=self.device), "acc_head": torch.zeros(s, device=self.device)}
-        stat_sums: list[dict[str, torch.Tensor]] = [{} for _ in range(n_layers)]
-        bs = self.eval_batch_images()
-        for start in range(0, len(split), bs):
-            sl = slice(start, start + bs)
-            images, y, yn = split.images(sl), split.y[sl], neg_all[sl]
-            n = len(y)
-            goodness, logits, stats = model.evaluate_batch(images, with_head=self.cfg.train.head)
-            idx_pos = y.view(1, 1, n, 1).expand(n_layers, s, n, 1)
-            idx_neg = yn.view(1, 1, n, 1).expand(n_layers, s, n, 1)
-            g_pos, g_neg = goodness.gather(-1, idx_pos)[..., 0], goodness.gather(-1, idx_neg)[..., 0]
-            for k, obj in enumerate(model.objectives):
-                sums["loss"][k] += obj.loss(g_pos[k], g_neg[k]) * n
-                sums["layer_acc"][k] += obj.binary_accuracy(g_pos[k], g_neg[k]) * n
-                for key, value in stats[k].items():
-                    stat_sums[k][key] = stat_sums[k].get(key, 0) + value * n
-            sums["layer_acc10"] += (goodness.argmax(-1) == y).float().sum(-1)
-            sums["g_pos"] += g_pos.sum(-1)
-            sums["g_neg"] += g_neg.sum(-1)
-            net["acc_goodness"] += (goodness[model.classifier_slice].sum(0).argmax(-1) == y).float().sum(-1)
-            if logits is not None:
-                net["acc_head"] += (logits.argmax(-1) == y).float().sum(-1)
-        model.train()
-        total = len(split)
-        result = {f"layer/{k}": v / total for k, v in sums.items()}
-        for key in stat_sums[0]:
-            result[f"layer/{key}"] = torch.stack([st[key] for st in stat_sums]) / total
-        static = [layer.static_stats() for layer in model.layers]
-        for key in static[0]:
-            result[f"layer/{key}"] = torch.stack([torch.as_tensor(st[key], dtype=torch.float32, device=self.device)
-                                                  .expand(s) for st in static])
-        result["net/acc_goodness"] = net["acc_goodness"] / total
-        if self.cfg.train.head:
-            result["net/acc_head"] = net["acc_head"] / total
-        return result
+        return metrics.evaluate(self.model, split, self.eval_negatives(name, split), self.eval_batch_images(),
+                                self.cfg.train.head)
 
     # ---- records ----
-    def to_rows(self, epoch: int, split: str, metrics: dict[str, torch.Tensor]) -> list[dict]:
-        rows = []
-        seeds = self.model.seed_list
-        for key, value in metrics.items():
-            scope, metric = key.split("/")
-            values = value.detach().float().cpu().tolist()  # one transfer per metric
-            if scope == "layer":
-                for k, per_seed in enumerate(values):
-                    rows += [dict(seed=sd, epoch=epoch, split=split, layer=str(k), metric=metric, value=v)
-                             for sd, v in zip(seeds, per_seed)]
-            else:
-                rows += [dict(seed=sd, epoch=epoch, split=split, layer="net", metric=metric, value=v)
-                         for sd, v in zip(seeds, values)]
-        return rows
+    def summary(self, epoch: int, status: str, extra: dict | None = None) -> dict:
+        return metrics.summary(self.rows, self.model, self.cfg, self.data.name, self.device, self.compiled, epoch,
+                               status, extra or {})
 
-    def save(self, epoch: int, status: str, extra: dict | None = None) -> None:
-        if self.run is None:
-            return
-        self.run.write_metrics(self.rows)
-        self.run.write_summary(self.summary(epoch, status, extra or {}))
-
-    def summary(self, epoch: int, status: str, extra: dict) -> dict:
-        def final(split, metric):
-            vals = {r["seed"]: r["value"] for r in self.rows
-                    if r["split"] == split and r["layer"] == "net" and r["metric"] == metric}
-            if not vals:
-                return None
-            v = torch.tensor(list(vals.values()), dtype=torch.float64)
-            return {"per_seed": vals, "mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0}
-
+    def start_epoch_streams(self, epoch: int) -> None:
+        """Every random stream of an epoch, from (seed, epoch): a resumed run replays an uninterrupted one."""
         model = self.model
-        out = {"status": status, "epochs_completed": epoch, "epochs": self.cfg.train.epochs,
-               "layer_type": self.cfg.model.layer_type, "dataset": self.data.name,
-               "device": str(self.device), "compiled": self.compiled, "seeds": model.seed_list,
-               "parameters_per_seed": sum(layer.parameters_per_seed() for layer in model.layers),
-               "deployed_weight_bytes_per_seed": sum(layer.deployed_weight_bytes() for layer in model.layers)}
-        for metric in ("acc_goodness", "acc_head"):
-            value = final("test", metric)
-            if value is not None:
-                out[f"test_{metric}"] = value
-        out.update(extra)
-        return out
-
-    def train_seconds(self) -> float:
-        """Training time of every epoch recorded, those before a resume included (from the rows)."""
-        first = self.model.seed_list[0]
-        return sum(r["value"] for r in self.rows if r["metric"] == "epoch_seconds" and r["seed"] == first)
-
-    def non_finite(self, sums: dict, layers: range) -> dict | None:
-        """The first non-finite loss or goodness of the epoch, or None (one host sync per epoch)."""
-        for metric in ("loss", "g_pos", "g_neg", "head_loss"):
-            values = sums[metric] if metric == "head_loss" else sums[metric][layers.start:layers.stop]
-            bad = (~torch.isfinite(values)).nonzero()
-            if len(bad):
-                index = bad[0].tolist()
-                layer = "net" if metric == "head_loss" else str(layers[index[0]])
-                return {"metric": metric, "layer": layer, "seed": self.model.seed_list[index[-1]]}
-        return None
+        torch.manual_seed(derive_seed(model.seed_list[0], "global", epoch))
+        for k, layer in enumerate(model.layers):  # in-layer sampling, per seed
+            layer.noise_generators = seed_generators(model.seed_list, "layer-noise", k, epoch, device=self.device)
 
     # ---- the loop ----
     def fit(self) -> dict:
         cfg, model, t = self.cfg, self.model, self.cfg.train
-        train = self.data.train
-        n, bs = len(train), t.batch_size
-        n_batches = math.ceil(n / bs)
-        n_layers, s = len(model.layers), model.seeds
+        n, bs = len(self.data.train), t.batch_size
+        n_batches, seeds = math.ceil(n / bs), model.seed_list
         model.train()
         if self.ui:
             self.ui.start(t.epochs, n_batches, self.start_epoch)
         for epoch in range(self.start_epoch, t.epochs):
-            torch.manual_seed(derive_seed(model.seed_list[0], "global", epoch))
-            for k, layer in enumerate(model.layers):  # in-layer sampling, per seed
-                layer.noise_generators = seed_generators(model.seed_list, "layer-noise", k, epoch, device=self.device)
+            self.start_epoch_streams(epoch)
             self.set_lr(epoch)
             layers = self.trained_layers(epoch)
             t0 = clock(self.device)
             order, negatives = self.epoch_plan(epoch)
-            zeros = lambda: torch.zeros(n_layers, s, device=self.device)  # noqa: E731
-            sums = {name: zeros() for name in LAYER_METRICS}
-            sums["seen"] = zeros()  # training samples each layer computed its loss on
-            sums["head_loss"] = torch.zeros(s, device=self.device)
-            sums["head_acc"] = torch.zeros(s, device=self.device)
-            augment_gens = seed_generators(model.seed_list, "augment", epoch, device=self.device) \
-                if self.augment.active else None
+            sums = metrics.training_sums(len(model.layers), model.seeds, self.device)
+            augment_gens = seed_generators(seeds, "augment", epoch, device=self.device) if self.augment.active else None
             for b in range(n_batches):
                 self.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums, b, augment_gens)
                 if self.ui:
                     self.ui.batch()
             t1 = clock(self.device)
-            epoch_seconds = t1 - t0
-            trained = slice(layers.start, layers.stop)
-            seen = sums["seen"][trained].clamp(min=1)
-            train_metrics = {f"layer/{k}": sums[k][trained] / seen for k in LAYER_METRICS} if t.train_metrics else {}
             val = self.evaluate("val", self.data.val) if len(self.data.val) else {}
             eval_seconds = clock(self.device) - t1
             rows = []
-            for key, value in train_metrics.items():
-                for row in self.to_rows(epoch + 1, "train", {key: value}):
-                    row["layer"] = str(layers[int(row["layer"])])  # rows of trained layers only
-                    rows.append(row)
-            if t.head and t.train_metrics:
-                rows += self.to_rows(epoch + 1, "train", {"net/head_loss": sums["head_loss"] / n,
-                                                          "net/head_acc": sums["head_acc"] / n})
-            rows += self.to_rows(epoch + 1, "val", val)
-            rows += self.to_rows(epoch + 1, "train", {"net/epoch_seconds": torch.full((s,), epoch_seconds),
-                                                      "net/eval_seconds": torch.full((s,), eval_seconds)})
+            if t.train_metrics:
+                rows += metrics.rows(seeds, epoch + 1, "train", metrics.training_metrics(sums, layers, n, t.head),
+                                     layer_names=[str(k) for k in layers])
+            rows += metrics.rows(seeds, epoch + 1, "val", val)
+            timing = {"net/epoch_seconds": torch.full((model.seeds,), t1 - t0),
+                      "net/eval_seconds": torch.full((model.seeds,), eval_seconds)}
+            rows += metrics.rows(seeds, epoch + 1, "train", timing)
             self.rows += rows
-            bad = self.non_finite(sums, layers)
+            bad = metrics.non_finite(sums, layers, seeds)
             if bad:
-                self.save(epoch + 1, "diverged", {"diverged": bad})
-                raise DivergenceError(
-                    f"training diverged in epoch {epoch + 1} (non-finite {bad['metric']} in layer {bad['layer']}, "
-                    f"seed {bad['seed']}); records up to it are kept{' in ' + str(self.run.path) if self.run else ''}; "
-                    f"lower --lr or change the loss/threshold")
+                self.sink.record(self.rows, self.summary(epoch + 1, "diverged", {"diverged": bad}))
+                raise metrics.divergence(bad, epoch + 1, f" in {self.sink.path}" if self.sink.path else "")
             # Records first, then the checkpoint: a kill between the two leaves rows the resumed run drops
             # (it keeps rows up to the checkpoint's epoch), never a checkpoint whose epoch has no rows.
-            self.save(epoch + 1, "running")
-            if self.run is not None:
-                self.run.save_checkpoint(self.state_dict(epoch + 1))
+            self.sink.record(self.rows, self.summary(epoch + 1, "running"))
+            self.sink.save_checkpoint(self.state_dict(epoch + 1))
             if self.ui:
-                self.ui.epoch(epoch + 1, rows, epoch_seconds, eval_seconds)
-        final_epoch = t.epochs
-        test = self.evaluate("test", self.data.test)
-        self.rows += self.to_rows(final_epoch, "test", test)
-        if self.run is not None:
-            self.run.save_model(model, cfg)
-        extra = {"train_seconds": self.train_seconds()}
+                self.ui.epoch(epoch + 1, rows, t1 - t0, eval_seconds)
+        self.rows += metrics.rows(seeds, t.epochs, "test", self.evaluate("test", self.data.test))
+        self.sink.save_model(model, cfg)
+        extra = {"train_seconds": metrics.train_seconds(self.rows, seeds[0])}
         if self.resumed_from not in (None, self.device.type):
             extra["resumed_on_other_device"] = {"checkpoint": self.resumed_from, "resumed": self.device.type}
-        self.save(final_epoch, "complete", extra)
-        summary = self.summary(final_epoch, "complete", extra)
+        summary = self.summary(t.epochs, "complete", extra)
+        self.sink.record(self.rows, summary)
         if self.ui:
             self.ui.done(summary, [r for r in self.rows if r["split"] == "test"])
         return summary

@@ -59,14 +59,16 @@ def mnist_conv(mnist_small):
 # ---- studies ----
 def records(root):
     """Every cell's rows without wall-clock measurements, keyed by cell."""
-    from ffhw.study import TIMING_METRICS, load_cells
+    from ffhw.metrics import TIMING_METRICS
+    from ffhw.records import load_cells
     return {c["cell"]: [(r["seed"], r["epoch"], r["split"], r["layer"], r["metric"], r["value"])
                         for r in c["rows"] if r["metric"] not in TIMING_METRICS] for c in load_cells(root)}
 
 
 def run_tiny(root, executor=None, definition="depth-correlation", **kw):
     from ffhw.executors import InProcessExecutor
-    from ffhw.study import Study, StudyRunner
+    from ffhw.runner import StudyRunner
+    from ffhw.study import Study
     study = Study.load(definition, "tiny", "standard")
     return StudyRunner(study, root, executor or InProcessExecutor(), quiet=True, **kw).run()
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import conv_config, small_config
+from ffhw import metrics
 from ffhw import model as model_mod
 from ffhw import train as train_mod
 from ffhw.data import Data, Split
@@ -39,17 +40,17 @@ def meta_shims(monkeypatch):
     monkeypatch.setattr(model_mod, "device_generator", generator)
     monkeypatch.setattr(train_mod, "device_generator", generator)
 
-    def to_rows(self, epoch, split, metrics):  # the real rows' layout, with 0.0 for the values meta lacks
-        rows = []
-        for key, value in metrics.items():
+    def rows(seeds, epoch, split, values, layer_names=None):  # the real rows' layout, 0.0 for what meta lacks
+        out = []
+        for key, value in values.items():
             scope, metric = key.split("/")
-            layers = [str(k) for k in range(value.shape[0])] if scope == "layer" else ["net"]
-            rows += [dict(seed=sd, epoch=epoch, split=split, layer=layer, metric=metric, value=0.0)
-                     for layer in layers for sd in self.model.seed_list]
-        return rows
+            names = (layer_names or [str(k) for k in range(value.shape[0])]) if scope == "layer" else ["net"]
+            out += [dict(seed=sd, epoch=epoch, split=split, layer=name, metric=metric, value=0.0)
+                    for name in names for sd in seeds]
+        return out
 
-    monkeypatch.setattr(Trainer, "to_rows", to_rows)
-    monkeypatch.setattr(Trainer, "non_finite", lambda self, sums, layers: None)
+    monkeypatch.setattr(metrics, "rows", rows)
+    monkeypatch.setattr(metrics, "non_finite", lambda sums, layers, seeds: None)
 
 
 def dry_config(layer_type, conv, seeds, schedule):

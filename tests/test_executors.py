@@ -31,7 +31,9 @@ def test_ray_gives_the_same_records(ray_session, uninterrupted, tmp_path, storag
 
 def test_ray_failing_cell_is_retried_and_reported(ray_session, tmp_path):
     from ffhw.executors import RayExecutor
-    from ffhw.study import Study, StudyRunner, load_cells
+    from ffhw.records import load_cells
+    from ffhw.runner import StudyRunner
+    from ffhw.study import Study
     from ffhw.config import load_toml, find_preset
 
     definition = load_toml(find_preset("depth_correlation", "experiments"))

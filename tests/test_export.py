@@ -88,7 +88,7 @@ def test_bench_reports_latency_percentiles_for_ort_and_torch(runs, tmp_path):
 @pytest.mark.parametrize("name", list(TYPES))
 def test_cost_model_counts(name, runs, mnist_small):
     from ffhw.hardware import ENERGY_PJ, cost_model
-    from ffhw.records import load_model
+    from ffhw.model import load_model
     model, _ = load_model(runs / name)
     cost = cost_model(model, mnist_small.test.images(slice(0, 200)))
     first, second = cost["layers"]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ffhw import data
-from ffhw.records import RunDir, load_model
+from ffhw.model import load_model
+from ffhw.records import RunDir
 from ffhw.run import main
 
 TINY = ["--hidden", "2x60", "--epochs", "2", "--train-subset", "600", "--set", "data.val_size=500", "--quiet"]

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import records, run_tiny
 
-from ffhw import study as study_mod
+from ffhw import runner as study_mod
 from ffhw.errors import ConfigError
 from ffhw.executors import InProcessExecutor
-from ffhw.study import Study, StudyRunner, load_cells
+from ffhw.records import load_cells
+from ffhw.runner import StudyRunner
+from ffhw.study import Study
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,7 +108,7 @@ def test_unknown_grid_and_study_are_one_line_errors():
 
 
 def test_report_from_records_only(uninterrupted):
-    from ffhw.study import analyze
+    from ffhw.runner import analyze
     out = analyze(uninterrupted, quiet=True)
     assert (uninterrupted / "REPORT.md").exists() and (uninterrupted / "figures" / "correlation.png").exists()
     assert set(out["configurations"]) == {"depth-2_width-16", "depth-3_width-16"}

@@ -72,8 +72,6 @@ class FFLayer(nn.Module):
         self.index, self.in_features, self.out_features, self.seeds = index, in_features, out_features, seeds
         self.norm, self.straight_through = model.norm, model.straight_through
         self.options = options
-        # Running mean activity of each unit on positives, for peer normalisation (loeweX init 0.5).
-        self.register_buffer("peer_running", torch.full((seeds, out_features), 0.5))
 
     @classmethod
     def resolve_options(cls, values: dict) -> Any:

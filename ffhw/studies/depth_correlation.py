@@ -366,7 +366,7 @@ def analyze(root: Path, study, quiet: bool = False) -> dict:
     from rich.console import Console
 
     from ..records import atomic_write
-    from ..study import load_cells
+    from ..records import load_cells
 
     root = Path(root)
     opts = {**ANALYSIS_DEFAULTS, **study.definition.get("analysis", {})}

@@ -212,7 +212,7 @@ def analyze(root: Path, study, quiet: bool = False) -> dict:
     from rich.table import Table
 
     from ..records import atomic_write
-    from ..study import load_cells
+    from ..records import load_cells
 
     root = Path(root)
     options = study.definition.get("analysis", {})

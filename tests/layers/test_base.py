@@ -67,7 +67,7 @@ def test_training_label_sets_equal_full_inputs_with_gradients(layer_type, norm, 
         layer.zero_grad()
         return grads
 
-    fast, neutral = enc.label_sets(layer, images, labels, neutral=True)
+    fast, neutral = net.first_layer_label_sets(images, labels, neutral=True)
     assert neutral.act.shape == (2, 6, 40) and not neutral.act.requires_grad
     fast_act = fast.act.detach()
     fast_grads = weight_grads(fast.act)

@@ -36,7 +36,7 @@ def test_fused_last_layer_returns_reductions_only():
     net = FFNet(cfg, (1, 28, 28), 10).eval()
     net.fuse_evaluation(True)
     with torch.no_grad():
-        first, _ = net.encoding.all_labels(net.layers[0], torch.rand(3, 1, 28, 28), 1)
+        first, _ = net.first_layer_all_labels(torch.rand(3, 1, 28, 28))
         last = net.layers[1].evaluate(first, keep_output=False)
     assert first.out is not None and first.out_sum_sq is not None
     assert last.act is None and last.out is None

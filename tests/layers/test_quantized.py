@@ -98,7 +98,6 @@ def test_models_saved_with_one_brevitas_unit_per_seed_still_load():
         layer(torch.rand(2, 8, 64))
     units = [layer.export_unit(s) for s in range(2)]
     legacy = {f"units_per_seed.{s}.{k}": v for s, u in enumerate(units) for k, v in u.state_dict().items()}
-    legacy["peer_running"] = layer.peer_running.clone()
     fresh = make(4, seeds=2)
     fresh.load_state_dict(legacy)
     fresh.eval(), layer.eval()
@@ -159,7 +158,6 @@ def test_conv_blocks_saved_with_one_brevitas_unit_per_seed_still_load():
     for _ in range(3):
         block(torch.randn(2, 4, 3, 8, 8))
     legacy = {f"units_per_seed.{s}.{k}": v for s in range(2) for k, v in block.export_unit(s).state_dict().items()}
-    legacy["peer_running"] = block.peer_running.clone()
     assert isinstance(block.export_unit(0), QuantConvUnit)
     fresh = make_block()
     fresh.load_state_dict(legacy)

@@ -61,7 +61,8 @@ def test_claims_read_the_planted_trend():
 
 def test_figures_and_report_from_records_only(tmp_path):
     """The whole analysis runs on a study directory that holds only records."""
-    from ffhw.study import Cell, Study, write_cell
+    from ffhw.records import Cell, write_cell
+    from ffhw.study import Study
     from ffhw.config import RunConfig, load_toml, find_preset
     import tomli_w
 
@@ -70,7 +71,7 @@ def test_figures_and_report_from_records_only(tmp_path):
     for cell in synthetic_cells(depth=3, delay=1.0, noise=0.01):
         write_cell(tmp_path, Cell(cell["key"], cell["factors"], cell["seed"]), RunConfig().to_dict(), "complete",
                    cell["rows"], {})
-    from ffhw.study import analyze
+    from ffhw.runner import analyze
     out = analyze(tmp_path, quiet=True)
     for name in ("layer_accuracy", "std_bands", "epoch_to_level", "correlation"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 5000
