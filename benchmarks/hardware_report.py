@@ -39,7 +39,7 @@ def render(compare_dir: Path, entries: list[dict], command: str) -> str:
               "| model | test acc (goodness) | test acc (head) | weights deployed (KiB) | bits w/a | spike rate |",
               "|---|---:|---:|---:|---|---:|"]
     for e in entries:
-        bits = f"T={e['steps']} spikes" if e["steps"] else f"{e['weight_bits']}/{e['act_bits'] or 32}"
+        bits = e["numbers"]
         rate = f"{e['spike_rate']:.3f}" if e["spike_rate"] is not None else "-"
         lines.append(f"| {e['variant']} | {e['test_acc_goodness']:.4f} | {e['test_acc_head']:.4f} | "
                      f"{kib(e['cost']['deployed_weight_bytes'])} | {bits} | {rate} |")

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from .config import find_preset, load_toml, merge
 from .errors import ConfigError
+from .layers import get_layer_type
 from .records import RunDir, atomic_write
 
 
@@ -65,7 +66,8 @@ def collect(root: Path) -> list[dict]:
             return sum(vals) / len(vals) if vals else None
 
         layers = sorted({r["layer"] for r in rows if r["layer"] != "net"}, key=int)
-        opts = cfg.model.layer
+        layer_type = get_layer_type(cfg.model.layer_type, conv=cfg.model.architecture != "fc")
+        numbers = layer_type.describe(layer_type.resolve_options(dict(cfg.model.layer)))
         entries.append({
             "variant": path.name, "layer_type": cfg.model.layer_type, "status": summary.get("status"),
             "hidden": cfg.model.hidden, "epochs": cfg.train.epochs, "seed": cfg.train.seed,
@@ -74,8 +76,8 @@ def collect(root: Path) -> list[dict]:
             "test_layer_acc": [mean_of("test", k, "layer_acc") for k in layers],
             "parameters": summary.get("parameters_per_seed"),
             "deployed_weight_bytes": summary.get("deployed_weight_bytes_per_seed"),
-            "weight_bits": opts.get("weight_bits", 32),
-            "act_bits": opts.get("act_bits"), "steps": opts.get("steps"),
+            "weight_bits": numbers["weight_bits"], "act_bits": numbers["act_bits"], "steps": numbers["steps"],
+            "numbers": numbers["label"],
             "spike_rate": (sum(v for v in (mean_of("test", k, "spike_rate") for k in layers) if v is not None) / len(layers)
                            if any(mean_of("test", k, "spike_rate") is not None for k in layers) else None),
             "sparsity": [mean_of("test", k, "sparsity") for k in layers],
@@ -91,9 +93,7 @@ def table(entries: list[dict]) -> Table:
         t.add_column(col, justify="left" if col == "variant" else "right")
     fmt = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731
     for e in entries:
-        bits = f"{e['weight_bits']}/{e['act_bits']}" if e["act_bits"] else f"{e['weight_bits'] or 32}/32"
-        if e["steps"]:
-            bits = f"spikes, T={e['steps']}"
+        bits = e["numbers"]
         t.add_row(e["variant"] + ("" if e["status"] == "complete" else f" ({e['status']})"),
                   fmt(e["test_acc_goodness"], "{:.4f}"), fmt(e["test_acc_head"], "{:.4f}"),
                   " ".join(fmt(v, "{:.3f}") for v in e["test_layer_acc10"]),

@@ -130,82 +130,111 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
                qonnx: bool = False, accuracy_samples: int | None = None, log=print) -> Path:
     """Export every layer of a trained run and its classifier; check parity; write the manifest."""
     from . import data as data_mod
+    from .config import safe_component
+    from .files import make_dir
     from .model import load_model
 
     run_dir = Path(run_dir)
     model, cfg = load_model(run_dir)
     if not 0 <= seed_index < model.seeds:
         raise ExportError(f"--seed-index {seed_index} is out of range: the run has {model.seeds} seed(s)")
-    seed = model.seed_list[seed_index]
-    from .config import safe_component
-    from .records import make_dir
     bundle = Path(out_root) / safe_component(name or run_dir.resolve().name, "bundle name (--name)")
     if bundle.is_dir() and any(bundle.iterdir()):
         raise ExportError(f"{bundle} already holds a bundle; remove it or pass --name")
     make_dir(bundle, "bundle folder")
     d = data_mod.load(cfg.data.dataset, cfg.data.data_dir or None, "cpu", cfg.data.val_size, cfg.data.train_subset)
-    images = d.test.images(slice(0, parity_samples))
-    labels = d.test.y[:parity_samples]
+    images, labels = d.test.images(slice(0, parity_samples)), d.test.y[:parity_samples]
     front = model.encoding.export_front(seed_index)
-
-    layers, inp = [], None
-    cores = []
-    for k, layer in enumerate(model.layers):
-        core = layer.export_module(seed_index).eval()
-        cores.append(core)
-        first = k == 0
-        with_label = first and layer.takes_label_input()
-        graph = LayerGraph(core, cfg.model.goodness, front if with_label else None).eval()
-        if first:
-            x0 = front(images, labels)
-            args = (images, labels) if with_label else (_encode_for_caller(layer, x0),)
-        else:
-            args = (inp,)
-        input_names = ["image", "label"] if with_label else ["x"]
-        dynamic = {n: {0: "batch"} for n in (*input_names, "out", "goodness")}
-        path = bundle / f"layer_{k:02d}.onnx"
-        with torch.no_grad():
-            ref_out, ref_good = graph(*args)
-        exporter = layer.export_onnx(graph, args, path, input_names, ["out", "goodness"], dynamic, OPSET)
-        sess = ort_session(path)
-        feeds = {n: a.numpy() for n, a in zip(input_names, args)}
-        got_out, got_good = sess.run(None, feeds)
-        parity = layer.parity(ref_out, torch.from_numpy(got_out))
-        good_err = float(np.max(np.abs(got_good - ref_good.numpy())) / (np.abs(ref_good.numpy()).max() + 1e-12))
-        parity["goodness_rel_error"] = good_err
-        ops = optimized_ops(path)
-        entry = {"file": path.name, "index": k, "inputs": {n: [("batch" if i == 0 else s) for i, s in enumerate(a.shape)]
-                                                           for n, a in zip(input_names, args)},
-                 "input_dtypes": {n: str(a.dtype).replace("torch.", "") for n, a in zip(input_names, args)},
-                 "outputs": {"out": ["batch", *ref_out.shape[1:]], "goodness": ["batch"]},
-                 "in_features": layer.in_features, "out_features": layer.out_features,
-                 "threshold": model.objectives[k].threshold, "exporter": exporter, "parity": parity,
-                 "optimized_ops": ops, **layer.export_meta()}
-        if not parity["ok"]:
-            raise ExportError(f"{path.name}: onnxruntime differs from torch ({parity['metric']} = {parity['value']:.3g}, "
-                              f"tolerance {parity['tolerance']}); the bundle in {bundle} is incomplete")
-        if layer.weight_bits() < 32 and not any(op in ops for op in INTEGER_OPS):
-            raise ExportError(f"{path.name}: onnxruntime did not fuse the quantized layer into integer kernels "
-                              f"(optimised ops: {', '.join(sorted(ops))})")
-        if qonnx:  # for FINN; onnxruntime cannot load QONNX, so it is listed, not parity-checked
-            qpath = path.with_name(f"layer_{k:02d}.qonnx.onnx")
-            q_exporter = layer.export_qonnx(graph, args, qpath, input_names, ["out", "goodness"], dynamic)
-            if q_exporter:
-                entry["qonnx_file"], entry["qonnx_exporter"] = qpath.name, q_exporter
-        layers.append(entry)
-        log(f"layer {k}: {path.name} {path.stat().st_size:,} bytes, parity {parity['metric']} = {parity['value']:.3g}")
-        inp = ref_out
-
-    # Whole network: image -> class scores, checked by test accuracy.
+    layers, cores = export_layers(model, seed_index, cfg.model.goodness, images, labels, bundle, qonnx, log)
     if not model.layers[0].takes_label_input():
         raise ExportError("classifier.onnx needs direct input encoding; rate-encoded networks export per layer only")
     head = (model.head_weight[seed_index].detach(), model.head_bias[seed_index].detach()) if classifier == "head" else None
     graph = ClassifierGraph(front, cores, cfg.model.goodness, model.classifier_layers, head).eval()
+    test_x, test_y = d.test.images(slice(0, accuracy_samples)), d.test.y[:accuracy_samples]  # default: all
+    classifier_entry = export_classifier(model, graph, classifier, seed_index, images, test_x, test_y, bundle)
+    log(f"classifier.onnx: test accuracy onnxruntime {classifier_entry['test_accuracy_onnxruntime']:.4f}, "
+        f"torch {classifier_entry['test_accuracy_torch']:.4f}")
+    files = [e["file"] for e in layers] + [e["qonnx_file"] for e in layers if "qonnx_file" in e] + ["classifier.onnx"]
+    manifest = {
+        "bundle_version": BUNDLE_VERSION, "run": str(run_dir), "run_name": run_dir.name,
+        "layer_type": cfg.model.layer_type, "seed": model.seed_list[seed_index], "dataset": d.name,
+        "image_shape": list(d.image_shape), "num_classes": d.num_classes, "label_encoding": cfg.data.encoding,
+        "goodness": cfg.model.goodness, "norm": cfg.model.norm, "classifier": classifier,
+        "classifier_layers": model.classifier_layers, "opset": OPSET, "layers": layers,
+        "classifier_model": {**classifier_entry, "inputs": {"image": ["batch", *d.image_shape]},
+                             "outputs": {"scores": ["batch", d.num_classes]}},
+        "files": {f: {"bytes": (bundle / f).stat().st_size, "sha256": sha256(bundle / f)} for f in files},
+        "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return bundle
+
+
+def export_layers(model, seed_index: int, goodness_kind: str, images: torch.Tensor, labels: torch.Tensor,
+                  bundle: Path, qonnx: bool = False, log=print) -> tuple[list[dict], list[nn.Module]]:
+    """Every layer of one seed as its own checked ONNX file, each fed the torch output of the layer below
+    (layer 0: the parity images and labels, or what its type says a deployment feeds it). Returns the
+    manifest entries and the exported cores."""
+    front = model.encoding.export_front(seed_index)
+    entries, cores, inp = [], [], None
+    for k, layer in enumerate(model.layers):
+        core = layer.export_module(seed_index).eval()
+        cores.append(core)
+        with_label = k == 0 and layer.takes_label_input()
+        graph = LayerGraph(core, goodness_kind, front if with_label else None).eval()
+        if k == 0:
+            args = (images, labels) if with_label else (layer.export_input(front(images, labels)),)
+        else:
+            args = (inp,)
+        entry, inp = export_layer(layer, k, graph, args, ["image", "label"] if with_label else ["x"], bundle, qonnx)
+        entry["threshold"] = model.objectives[k].threshold
+        entries.append(entry)
+        log(f"layer {k}: {entry['file']} {(bundle / entry['file']).stat().st_size:,} bytes, parity "
+            f"{entry['parity']['metric']} = {entry['parity']['value']:.3g}")
+    return entries, cores
+
+
+def export_layer(layer, k: int, graph: nn.Module, args: tuple, input_names: list[str], bundle: Path,
+                 qonnx: bool) -> tuple[dict, torch.Tensor]:
+    """One layer's ONNX file, checked against torch with onnxruntime in the layer's own units; returns its
+    manifest entry and the layer's torch output (the next layer's input)."""
+    dynamic = {n: {0: "batch"} for n in (*input_names, "out", "goodness")}
+    path = bundle / f"layer_{k:02d}.onnx"
+    with torch.no_grad():
+        ref_out, ref_good = graph(*args)
+    exporter = layer.export_onnx(graph, args, path, input_names, ["out", "goodness"], dynamic, OPSET)
+    got_out, got_good = ort_session(path).run(None, {n: a.numpy() for n, a in zip(input_names, args)})
+    parity = layer.parity(ref_out, torch.from_numpy(got_out))
+    parity["goodness_rel_error"] = float(np.max(np.abs(got_good - ref_good.numpy())) / (np.abs(ref_good.numpy()).max() + 1e-12))
+    ops = optimized_ops(path)
+    entry = {"file": path.name, "index": k, "inputs": {n: [("batch" if i == 0 else s) for i, s in enumerate(a.shape)]
+                                                       for n, a in zip(input_names, args)},
+             "input_dtypes": {n: str(a.dtype).replace("torch.", "") for n, a in zip(input_names, args)},
+             "outputs": {"out": ["batch", *ref_out.shape[1:]], "goodness": ["batch"]},
+             "in_features": layer.in_features, "out_features": layer.out_features, "exporter": exporter,
+             "parity": parity, "optimized_ops": ops, **layer.export_meta()}
+    if not parity["ok"]:
+        raise ExportError(f"{path.name}: onnxruntime differs from torch ({parity['metric']} = {parity['value']:.3g}, "
+                          f"tolerance {parity['tolerance']}); the bundle in {bundle} is incomplete")
+    if layer.weight_bits() < 32 and not any(op in ops for op in INTEGER_OPS):
+        raise ExportError(f"{path.name}: onnxruntime did not fuse the quantized layer into integer kernels "
+                          f"(optimised ops: {', '.join(sorted(ops))})")
+    if qonnx:  # for FINN; onnxruntime cannot load QONNX, so it is listed, not parity-checked
+        qpath = path.with_name(f"layer_{k:02d}.qonnx.onnx")
+        q_exporter = layer.export_qonnx(graph, args, qpath, input_names, ["out", "goodness"], dynamic)
+        if q_exporter:
+            entry["qonnx_file"], entry["qonnx_exporter"] = qpath.name, q_exporter
+    return entry, ref_out
+
+
+def export_classifier(model, graph: nn.Module, classifier: str, seed_index: int, example: torch.Tensor,
+                      test_x: torch.Tensor, test_y: torch.Tensor, bundle: Path) -> dict:
+    """classifier.onnx (image -> class scores), checked on the test images: decisions must agree with torch
+    and with the trained model except where scores are tied to float rounding."""
     path = bundle / "classifier.onnx"
-    exporter = model.layers[0].export_onnx(graph, (images[:2],), path, ["image"], ["scores"],
+    exporter = model.layers[0].export_onnx(graph, (example[:2],), path, ["image"], ["scores"],
                                            {"image": {0: "batch"}, "scores": {0: "batch"}}, OPSET)
     sess = ort_session(path)
-    test_x, test_y = d.test.images(slice(0, accuracy_samples)), d.test.y[:accuracy_samples]  # default: all
     graph_scores, ort_scores, model_scores = [], [], []
     with torch.no_grad():
         for start in range(0, len(test_y), 1000):
@@ -216,45 +245,21 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
     graph_scores, ort_scores, model_scores = torch.cat(graph_scores), torch.cat(ort_scores), torch.cat(model_scores)
     torch_acc, ort_acc, model_acc = ((sc.argmax(1) == test_y).float().mean().item()
                                      for sc in (graph_scores, ort_scores, model_scores))
-    # Decisions must agree except where the reference's scores are tied to float rounding (a near-chance
-    # network has many such ties, and two summation orders break them differently).
+    # a near-chance network has many ties, and two summation orders break them differently
     flips = max(decision_flips(graph_scores, ort_scores.argmax(1)), decision_flips(model_scores, graph_scores.argmax(1)))
     if flips > ACCURACY_TOLERANCE * len(test_y):
         raise ExportError(f"classifier.onnx decides {flips} of {len(test_y)} test images differently beyond float ties "
                           f"(accuracy onnxruntime {ort_acc:.4f}, torch {torch_acc:.4f}, trained model {model_acc:.4f}; "
                           f"more than 0.05%); the bundle in {bundle} is incomplete")
-    log(f"classifier.onnx: test accuracy onnxruntime {ort_acc:.4f}, torch {torch_acc:.4f}")
-
-    files = [e["file"] for e in layers] + [e["qonnx_file"] for e in layers if "qonnx_file" in e] + ["classifier.onnx"]
-    manifest = {
-        "bundle_version": BUNDLE_VERSION, "run": str(run_dir), "run_name": run_dir.name,
-        "layer_type": cfg.model.layer_type, "seed": seed, "dataset": d.name, "image_shape": list(d.image_shape),
-        "num_classes": d.num_classes, "label_encoding": cfg.data.encoding, "goodness": cfg.model.goodness,
-        "norm": cfg.model.norm, "classifier": classifier, "classifier_layers": model.classifier_layers,
-        "opset": OPSET, "layers": layers,
-        "classifier_model": {"file": "classifier.onnx", "inputs": {"image": ["batch", *d.image_shape]},
-                             "outputs": {"scores": ["batch", d.num_classes]}, "exporter": exporter,
-                             "test_accuracy_onnxruntime": ort_acc, "test_accuracy_torch": torch_acc,
-                             "test_accuracy_trained_model": model_acc, "test_images": len(test_y),
-                             "decisions_differing_beyond_ties": flips,
-                             "optimized_ops": optimized_ops(path)},
-        "files": {f: {"bytes": (bundle / f).stat().st_size, "sha256": sha256(bundle / f)} for f in files},
-        "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return bundle
-
-
-def _encode_for_caller(layer, x0: torch.Tensor) -> torch.Tensor:
-    """Inputs a layer 0 that cannot take the raw image expects: seeded rate-encoded spike trains."""
-    from .layers.spiking import rate_encode
-    return rate_encode(x0, layer.options.steps, torch.Generator().manual_seed(0))
+    return {"file": "classifier.onnx", "exporter": exporter, "test_accuracy_onnxruntime": ort_acc,
+            "test_accuracy_torch": torch_acc, "test_accuracy_trained_model": model_acc, "test_images": len(test_y),
+            "decisions_differing_beyond_ties": flips, "optimized_ops": optimized_ops(path)}
 
 
 def _versions() -> dict:
     import onnx
     import onnxruntime
-    from .records import code_version
+    from .files import code_version
     return {**code_version(), "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
             "platform": platform.platform()}
 
@@ -266,7 +271,7 @@ def verify_bundle(bundle: str | Path) -> dict:
     path = bundle / "manifest.json"
     if not path.is_file():
         raise ExportError(f"{bundle} is not an ffhw export bundle (no manifest.json); create one with python -m ffhw.export RUN_DIR")
-    from .records import read_json
+    from .files import read_json
     manifest = read_json(path, "re-export the bundle (python -m ffhw.export RUN_DIR)")
     if manifest.get("bundle_version") != BUNDLE_VERSION:
         raise ExportError(f"{path}: bundle version {manifest.get('bundle_version')} is not {BUNDLE_VERSION}; re-export it")

@@ -1,5 +1,6 @@
 """Shared fixtures. Tests that need real data read it from $FFHW_DATA; .ci/run sets it, and when it is unset
 the shared data directory beside the checkout is used if it exists."""
+import importlib.util
 import os
 from pathlib import Path
 
@@ -8,6 +9,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 if not os.environ.get("FFHW_DATA") and (REPO.parent / "shared" / "data").is_dir():
     os.environ["FFHW_DATA"] = str(REPO.parent / "shared" / "data")
+
+# Test-only layer types (tests/layers/type_*.py) register themselves before any test module lists the
+# registered types, so each one gets the whole layer contract.
+for _path in sorted((REPO / "tests" / "layers").glob("type_*.py")):
+    _spec = importlib.util.spec_from_file_location(f"ffhw_test_{_path.stem}", _path)
+    _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from ffhw import metrics
 from ffhw import model as model_mod
 from ffhw import train as train_mod
 from ffhw.data import Data, Split
-from ffhw.layers import LAYER_TYPES
+from ffhw.layers import CONV_TYPES, LAYER_TYPES
 from ffhw.model import FFNet
 from ffhw.train import Trainer
 
@@ -54,7 +54,7 @@ def meta_shims(monkeypatch):
 
 
 def dry_config(layer_type, conv, seeds, schedule):
-    options = OPTIONS[layer_type]
+    options = OPTIONS.get(layer_type, {})
     if conv:
         cfg = conv_config(layer_type, options, epochs=6 if schedule == "greedy" else 1, seeds=seeds,
                           schedule=schedule, batch_size=8, compile="off")
@@ -66,10 +66,12 @@ def dry_config(layer_type, conv, seeds, schedule):
     return cfg.validate()
 
 
+CASES = [(name, False) for name in sorted(LAYER_TYPES)] + [(name, True) for name in sorted(CONV_TYPES)]
+
+
 @pytest.mark.parametrize("schedule", ["simultaneous", "greedy", "apl"])
 @pytest.mark.parametrize("seeds", [1, 2])
-@pytest.mark.parametrize("conv", [False, True], ids=["fc", "conv"])
-@pytest.mark.parametrize("layer_type", sorted(LAYER_TYPES))
+@pytest.mark.parametrize("layer_type,conv", CASES, ids=[f"{n}-{'conv' if c else 'fc'}" for n, c in CASES])
 def test_fit_runs_on_meta_without_device_mixing_or_host_reads(meta_shims, layer_type, conv, seeds, schedule):
     cfg = dry_config(layer_type, conv, seeds, schedule)
     data = meta_data()

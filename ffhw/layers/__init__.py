@@ -1,14 +1,17 @@
 """FF layer types. Each module in this package defines one type and registers it; importing the
-package imports them all, so adding a layer type is adding one file here (`base` and `fused` hold what
-the types share)."""
+package imports them all, so adding a layer type is adding one file here (`base`, `ops`, `conv` and
+`fused` hold what the types share)."""
 import importlib
 import pkgutil
 
 from ..errors import ConfigError
-from .base import CONV_TYPES, LAYER_TYPES, ConvBlock, FFLayer, LayerOutput, register
+from .base import CONV_TYPES, LAYER_TYPES, FFLayer, LayerOutput, register
+from .conv import ConvBlock
+
+SHARED = ("base", "conv", "fused", "ops")  # what the types share; every other module is a type
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "fused"):
+    if _module.name not in SHARED:
         importlib.import_module(f"{__name__}.{_module.name}")
 
 

@@ -31,7 +31,9 @@ from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFloat, In
 from torch import nn
 
 from ..errors import FFHWError
-from .base import ConvBlock, FFLayer, LayerOutput, init_std, normalize, register, seed_normal
+from .base import FFLayer, LayerOutput, register
+from .conv import ConvBlock
+from .ops import init_std, normalize, seed_normal
 
 
 class QuantExport(nn.Module):
@@ -182,6 +184,11 @@ class QuantizedLayer(FFLayer):
         # measured 30 seeds of 4x300 2.04x, 4x1000 2 seeds 1.11x, 5 seeds 0.99x, 10 seeds 0.80x. Charging 16
         # batches at most 5 seeds of width 1000 and 17 of width 300.
         return 16
+
+    @classmethod
+    def describe(cls, options: QuantizedOptions) -> dict:
+        return {"weight_bits": options.weight_bits, "act_bits": options.act_bits, "steps": None,
+                "label": f"{options.weight_bits}/{options.act_bits}"}
 
     out_dim = 2  # the output-unit dimension of `weight` ([S, D, U]): per-channel scales run along it
 

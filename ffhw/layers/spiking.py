@@ -24,8 +24,9 @@ from torch import nn
 
 from ..config import AT_LEAST_ONE, POSITIVE, Range
 
-from .base import (ConvBlock, FFLayer, LayerOutput, affine, affine_label_sets, affine_labels, init_std, normalize,
-                   register, seed_normal)
+from .base import FFLayer, LayerOutput, register
+from .conv import ConvBlock
+from .ops import affine, affine_label_sets, affine_labels, init_std, normalize, seed_normal
 
 
 @dataclass
@@ -134,6 +135,10 @@ class SpikingLayer(FFLayer):
     Options = SpikingOptions
 
     @classmethod
+    def describe(cls, options: SpikingOptions) -> dict:
+        return {"weight_bits": 32, "act_bits": 1, "steps": options.steps, "label": f"spikes, T={options.steps}"}
+
+    @classmethod
     def values_per_unit(cls, options: SpikingOptions) -> int:
         return options.steps  # membrane and spikes per time step
 
@@ -195,6 +200,11 @@ class SpikingLayer(FFLayer):
         return {"sparsity": 1.0 - rate, "spike_rate": rate}
 
     # ---- export ----
+    def export_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.takes_label_input():
+            return x
+        return rate_encode(x, self.steps, torch.Generator().manual_seed(0))  # seeded: parity inputs reproduce
+
     def analog_input(self) -> bool:
         """Whether this layer receives an analog input that it encodes directly."""
         first_or_rates = self.index == 0 or self.options.next_input == "rates"

@@ -5,8 +5,10 @@ import torch
 from torch import nn
 
 from . import fused
-from .base import (ConvBlock, FFLayer, LayerOutput, affine, affine_label_parts, affine_label_sets, affine_labels,
-                   affine_parts, init_std, normalize, register, relu, seed_normal)
+from .base import FFLayer, LayerOutput, register
+from .conv import ConvBlock
+from .ops import (affine, affine_label_parts, affine_label_sets, affine_labels, affine_parts, init_std, normalize, relu,
+                  seed_normal)
 
 
 class StandardExport(nn.Module):

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from ffhw.config import RunConfig
-from ffhw.layers.base import FFLayer, normalize, relu
+from ffhw.layers import LAYER_TYPES
+from ffhw.layers.base import FFLayer
+from ffhw.layers.ops import normalize, relu
 from ffhw.model import FFNet
 
 
@@ -24,7 +26,7 @@ def test_straight_through_relu_gradient():
     assert torch.equal(z.grad, torch.tensor([0.0, 1.0]))
 
 
-@pytest.mark.parametrize("layer_type,options", [("standard", {}), ("spiking", {}), ("quantized", {})])
+@pytest.mark.parametrize("layer_type,options", [(name, {}) for name in sorted(LAYER_TYPES)])
 @pytest.mark.parametrize("norm", ["rms", "l2", "none"])
 @pytest.mark.parametrize("encoding", ["onehot", "border", "concat"])
 def test_all_label_fast_path_equals_full_inputs(layer_type, options, norm, encoding):
@@ -45,7 +47,7 @@ def test_all_label_fast_path_equals_full_inputs(layer_type, options, norm, encod
             assert torch.allclose(fast, full, atol=tol, rtol=1e-4)
 
 
-@pytest.mark.parametrize("layer_type", ["standard", "spiking", "quantized"])
+@pytest.mark.parametrize("layer_type", sorted(LAYER_TYPES))
 @pytest.mark.parametrize("norm", ["rms", "l2", "none"])
 @pytest.mark.parametrize("encoding", ["onehot", "border", "concat"])
 def test_training_label_sets_equal_full_inputs_with_gradients(layer_type, norm, encoding):

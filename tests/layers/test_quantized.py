@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ffhw.config import ModelConfig
-from ffhw.layers.base import normalize
+from ffhw.layers.ops import normalize
 from ffhw.layers.quantized import QuantUnit
 from ffhw.errors import ConfigError
 from ffhw.layers import get_layer_type
