@@ -124,6 +124,38 @@ class StudyRunner:
         return {"key": unit.key, "factors": unit.factors, "config": unit.config, "seeds": unit.seeds,
                 "root": str(self.root) if self.executor.writes_locally else None}
 
+    def settle(self, unit: Unit, future, queue: deque, attempts: dict, failures: dict) -> bool:
+        """Record a finished unit's cells, or queue it again (a retry; a diverged seed batch one seed at a time).
+        Returns whether its cells are now settled."""
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 - any failure of a unit is retried, then reported
+            attempts[unit.id] = attempts.get(unit.id, 0) + 1
+            cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
+            message = f"{type(cause).__name__}: {cause}".splitlines()[0]
+            if attempts[unit.id] <= self.retries:
+                self.console.print(f"[yellow]{unit.id} failed ({message}); retry {attempts[unit.id]} of {self.retries}")
+                queue.append(unit)
+                return False
+            failures[unit.id] = message
+            for cell in unit.cells():
+                write_cell(self.root, cell, unit.config, "failed", None,
+                           {"unit": unit.id, "error": message, "traceback": traceback.format_exception(cause)[-3:]})
+            self.console.print(f"[red]{unit.id} failed after {self.retries} retries: {message}")
+            return True
+        if result["status"] == "diverged" and len(unit.seeds) > 1:
+            # One seed's divergence stops the batched run: train each seed alone to find which.
+            self.console.print(f"[yellow]{unit.id} diverged; training its seeds one at a time")
+            queue.extend(unit.with_seeds([s]) for s in unit.seeds)
+            return False
+        for cell in unit.cells():
+            entry = result["cells"][cell.id]
+            if "rows" in entry:  # the worker had no access to the study directory
+                write_cell(self.root, cell, unit.config, entry["status"], entry["rows"], entry["info"])
+        if result["status"] == "diverged":
+            self.console.print(f"[yellow]{unit.id} diverged: marked, moving on")
+        return True
+
     def run(self) -> dict:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
@@ -150,37 +182,8 @@ class StudyRunner:
                 finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
                 for future in finished:
                     unit = inflight.pop(future)
-                    try:
-                        result = future.result()
-                    except Exception as exc:  # noqa: BLE001 - any failure of a unit is retried, then reported
-                        attempts[unit.id] = attempts.get(unit.id, 0) + 1
-                        cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
-                        message = f"{type(cause).__name__}: {cause}".splitlines()[0]
-                        if attempts[unit.id] <= self.retries:
-                            self.console.print(f"[yellow]{unit.id} failed ({message}); retry "
-                                               f"{attempts[unit.id]} of {self.retries}")
-                            queue.append(unit)
-                        else:
-                            failures[unit.id] = message
-                            for cell in unit.cells():
-                                write_cell(self.root, cell, unit.config, "failed", None,
-                                           {"unit": unit.id, "error": message,
-                                            "traceback": traceback.format_exception(cause)[-3:]})
-                            progress.advance(task, len(unit.seeds))
-                            self.console.print(f"[red]{unit.id} failed after {self.retries} retries: {message}")
-                        continue
-                    if result["status"] == "diverged" and len(unit.seeds) > 1:
-                        # One seed's divergence stops the batched run: train each seed alone to find which.
-                        self.console.print(f"[yellow]{unit.id} diverged; training its seeds one at a time")
-                        queue.extend(unit.with_seeds([s]) for s in unit.seeds)
-                        continue
-                    for cell in unit.cells():
-                        entry = result["cells"][cell.id]
-                        if "rows" in entry:  # the worker had no access to the study directory
-                            write_cell(self.root, cell, unit.config, entry["status"], entry["rows"], entry["info"])
-                    if result["status"] == "diverged":
-                        self.console.print(f"[yellow]{unit.id} diverged: marked, moving on")
-                    progress.advance(task, len(unit.seeds))
+                    if self.settle(unit, future, queue, attempts, failures):
+                        progress.advance(task, len(unit.seeds))
         counts: dict[str, int] = {}
         for info in (read_cell(p.parent) for p in (self.root / "cells").glob("*/cell.json")):
             counts[info["status"]] = counts.get(info["status"], 0) + 1
@@ -201,7 +204,10 @@ def analyze(root: Path, quiet: bool = False, options: list[str] | None = None) -
     frozen = root / "study.toml"
     if not frozen.exists():
         raise ConfigError(f"{root} is not a study directory (no study.toml); run a study first")
-    study = Study.from_frozen(load_toml(frozen))
+    try:
+        study = Study.from_frozen(load_toml(frozen))
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{frozen} is not a study record ffhw wrote (missing {exc}); restore it") from None
     source = Path(study.source) if Path(study.source).is_absolute() else repo_root() / study.source
     if study.source and source.is_file():  # analysis options may evolve after the cells ran; what the cells trained may not
         current = load_toml(source)
