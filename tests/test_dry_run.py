@@ -82,37 +82,31 @@ def test_fit_runs_on_meta_without_device_mixing_or_host_reads(meta_shims, layer_
     assert all(p.device.type == "meta" for p in model.parameters())
 
 
-def test_a_host_read_inside_a_step_fails_the_dry_run(meta_shims, monkeypatch):
-    """The dry run can tell: a layer that reads a value on the host in its forward fails it."""
+def standard_layer_fit_with(monkeypatch, after_forward):
+    """A standard FC dry run whose layers apply `after_forward` to each output."""
     from ffhw.layers.standard import StandardLayer
     real_forward = StandardLayer.forward
+    monkeypatch.setattr(StandardLayer, "forward", lambda self, x: after_forward(real_forward(self, x)))
+    cfg = dry_config("standard", False, 1, "simultaneous")
+    data = meta_data()
+    Trainer(cfg, data, FFNet(cfg, data.image_shape, 10).to(META), META).fit()
 
-    def forward_with_host_read(self, x):
-        out = real_forward(self, x)
+
+def test_a_host_read_inside_a_step_fails_the_dry_run(meta_shims, monkeypatch):
+    """The dry run can tell: a layer that reads a value on the host in its forward fails it."""
+    def host_read(out):
         if out.act.mean() > 0:  # bool() of a device value: a synchronisation on a GPU
             pass
         return out
 
-    monkeypatch.setattr(StandardLayer, "forward", forward_with_host_read)
-    cfg = dry_config("standard", False, 1, "simultaneous")
-    data = meta_data()
-    trainer = Trainer(cfg, data, FFNet(cfg, data.image_shape, 10).to(META), META)
     with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
-        trainer.fit()
+        standard_layer_fit_with(monkeypatch, host_read)
 
 
 def test_a_tensor_made_on_the_cpu_inside_a_step_fails_the_dry_run(meta_shims, monkeypatch):
-    from ffhw.layers.standard import StandardLayer
-    real_forward = StandardLayer.forward
-
-    def forward_mixing(self, x):
-        out = real_forward(self, x)
+    def mixing(out):
         out.act = out.act + torch.zeros(out.act.shape[-1])  # made on the CPU, not on the layer's device
         return out
 
-    monkeypatch.setattr(StandardLayer, "forward", forward_mixing)
-    cfg = dry_config("standard", False, 1, "simultaneous")
-    data = meta_data()
-    trainer = Trainer(cfg, data, FFNet(cfg, data.image_shape, 10).to(META), META)
     with pytest.raises(RuntimeError, match="device"):
-        trainer.fit()
+        standard_layer_fit_with(monkeypatch, mixing)

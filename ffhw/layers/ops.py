@@ -7,6 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..encode import LabelPatterns
 
@@ -181,3 +182,12 @@ def relu(z: torch.Tensor, straight_through: bool) -> torch.Tensor:
 
 def init_std(out_features: int) -> float:
     return 1.0 / math.sqrt(out_features)  # loeweX: N(0, 1/sqrt(out_features))
+
+
+def linear_module(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    """One seed's weight [D, U] and bias as an nn.Linear, for export."""
+    linear = nn.Linear(weight.shape[0], weight.shape[1])
+    with torch.no_grad():
+        linear.weight.copy_(weight.t())
+        linear.bias.copy_(bias.reshape(-1))
+    return linear

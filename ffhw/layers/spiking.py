@@ -26,7 +26,7 @@ from ..config import AT_LEAST_ONE, POSITIVE, Range
 
 from .base import FFLayer, LayerOutput, register
 from .conv import ConvBlock
-from .ops import affine, affine_label_sets, affine_labels, init_std, normalize, seed_normal
+from .ops import affine, affine_label_sets, affine_labels, init_std, linear_module, normalize, seed_normal
 
 
 @dataclass
@@ -116,14 +116,6 @@ class SpikingExport(nn.Module):
         spikes = torch.stack(spikes, dim=1)
         rates = spikes.mean(1)
         return rates, (spikes if o.next_input == "spikes" else rates)
-
-
-def linear_module(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
-    linear = nn.Linear(weight.shape[0], weight.shape[1])
-    with torch.no_grad():
-        linear.weight.copy_(weight.t())
-        linear.bias.copy_(bias.reshape(-1))
-    return linear
 
 
 @register("spiking")

@@ -7,8 +7,8 @@ from torch import nn
 from . import fused
 from .base import FFLayer, LayerOutput, register
 from .conv import ConvBlock
-from .ops import (affine, affine_label_parts, affine_label_sets, affine_labels, affine_parts, init_std, normalize, relu,
-                  seed_normal)
+from .ops import (affine, affine_label_parts, affine_label_sets, affine_labels, affine_parts, init_std, linear_module,
+                  normalize, relu, seed_normal)
 
 
 class StandardExport(nn.Module):
@@ -16,11 +16,7 @@ class StandardExport(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, norm: str):
         super().__init__()
-        self.linear = nn.Linear(weight.shape[0], weight.shape[1])
-        with torch.no_grad():
-            self.linear.weight.copy_(weight.t())
-            self.linear.bias.copy_(bias.reshape(-1))
-        self.norm = norm
+        self.linear, self.norm = linear_module(weight, bias), norm
 
     def forward(self, x):
         h = torch.relu(self.linear(normalize(x, self.norm)))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ffhw.layers.base import FFLayer, LayerOutput, register
-from ffhw.layers.ops import affine, init_std, normalize, seed_normal
+from ffhw.layers.ops import affine, init_std, linear_module, normalize, seed_normal
 
 SLOPE = 0.1
 
@@ -15,11 +15,7 @@ SLOPE = 0.1
 class ToyExport(nn.Module):
     def __init__(self, weight, bias, norm):
         super().__init__()
-        self.linear = nn.Linear(weight.shape[0], weight.shape[1])
-        with torch.no_grad():
-            self.linear.weight.copy_(weight.t())
-            self.linear.bias.copy_(bias.reshape(-1))
-        self.norm = norm
+        self.linear, self.norm = linear_module(weight, bias), norm
 
     def forward(self, x):
         h = F.leaky_relu(self.linear(normalize(x, self.norm)), SLOPE)
