@@ -172,7 +172,7 @@ def measure_training(cfg: RunConfig, d, epochs: int | None = None, check_test=Fa
 def step_runner(cfg: RunConfig, d, warmup: int = 3, device=CPU):
     """A callable that runs the next training step (all seeds of cfg) on real data (on `device`, where `d`
     must live) and waits for it to finish; `.trainer` is its Trainer."""
-    from ffhw.train import LAYER_METRICS
+    from ffhw.metrics import LAYER_METRICS
     model = FFNet(cfg, d.image_shape, d.num_classes).to(device)
     trainer = Trainer(cfg, d, model, device)
     order, negatives = trainer.epoch_plan(0)

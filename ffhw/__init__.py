@@ -1,7 +1,7 @@
 """ffhw: Forward-Forward networks with standard, quantized and spiking layers, aimed at efficient hardware.
 
 The Python API (ffhw/api.py): make_config, fit, load_run, Run, run_study, export_bundle."""
-__version__ = "0.1.0"
+from ._version import __version__
 
 API = ("make_config", "fit", "load_run", "Run", "run_study", "export_bundle")
 

@@ -58,9 +58,9 @@ def torch_graphs(manifest: dict):
 
 def real_inputs(manifest: dict, batch: int):
     """Feeds for every model of the bundle from real test images, chained through the layers."""
-    from . import data as data_mod
+    from .data import load as load_data
 
-    d = data_mod.load(manifest["dataset"], None, "cpu")
+    d = load_data(manifest["dataset"], None, "cpu")
     images, labels = d.test.images(slice(0, batch)), d.test.y[:batch]
     feeds, x = [], None
     for e in manifest["layers"]:

@@ -129,7 +129,7 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
                classifier: str = "goodness", parity_samples: int = 512, name: str | None = None,
                qonnx: bool = False, accuracy_samples: int | None = None, log=print) -> Path:
     """Export every layer of a trained run and its classifier; check parity; write the manifest."""
-    from . import data as data_mod
+    from .data import load as load_data
     from .config import safe_component
     from .files import make_dir
     from .model import load_model
@@ -142,7 +142,7 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
     if bundle.is_dir() and any(bundle.iterdir()):
         raise ExportError(f"{bundle} already holds a bundle; remove it or pass --name")
     make_dir(bundle, "bundle folder")
-    d = data_mod.load(cfg.data.dataset, cfg.data.data_dir or None, "cpu", cfg.data.val_size, cfg.data.train_subset)
+    d = load_data(cfg.data.dataset, cfg.data.data_dir or None, "cpu", cfg.data.val_size, cfg.data.train_subset)
     images, labels = d.test.images(slice(0, parity_samples)), d.test.y[:parity_samples]
     front = model.encoding.export_front(seed_index)
     layers, cores = export_layers(model, seed_index, cfg.model.goodness, images, labels, bundle, qonnx, log)

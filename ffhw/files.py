@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from .config import repo_root
 from .errors import RunDirError
 

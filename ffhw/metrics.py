@@ -70,7 +70,7 @@ def divergence(bad: dict, epoch: int, where: str) -> DivergenceError:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def eval_batch_images(model, num_classes: int, cap: int, device: torch.device) -> int:
+def eval_images_per_batch(model, num_classes: int, cap: int, device: torch.device) -> int:
     """Images per evaluation batch: `cap` (train.eval_batch_size), lowered until the widest layer's
     activities for all seeds and labels fit in what the device allows (`device.eval_batch_bytes`)."""
     widest = max(layer.units for layer in model.layers)
@@ -79,7 +79,7 @@ def eval_batch_images(model, num_classes: int, cap: int, device: torch.device) -
 
 
 @torch.no_grad()
-def all_label_goodness(model, split, batch: int) -> torch.Tensor:
+def classifier_goodness(model, split, batch: int) -> torch.Tensor:
     """Goodness of the classifier layers for every label, [S, N, C] (for hard negatives)."""
     model.eval()
     parts = []
@@ -91,7 +91,7 @@ def all_label_goodness(model, split, batch: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, split, negatives: torch.Tensor, batch: int, head: bool) -> dict[str, torch.Tensor]:
+def evaluate_split(model, split, negatives: torch.Tensor, batch: int, head: bool) -> dict[str, torch.Tensor]:
     """Per-layer [L, S] and network [S] metrics of a split: layer accuracies (binary against one fixed wrong
     label per sample, and C-way), loss, goodness of positives and negatives, hardware statistics, and each
     classifier's accuracy."""
@@ -141,7 +141,7 @@ def head_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 # ---------------------------------------------------------------------------------------------- rows
-def rows(seeds: list[int], epoch: int, split: str, metrics: dict[str, torch.Tensor],
+def metric_rows(seeds: list[int], epoch: int, split: str, metrics: dict[str, torch.Tensor],
          layer_names: list[str] | None = None) -> list[dict]:
     """Tidy rows of metrics keyed "layer/<metric>" ([L, S]) or "net/<metric>" ([S]); `layer_names` names
     the L rows of layer metrics (default "0".."L-1")."""
@@ -160,7 +160,7 @@ def rows(seeds: list[int], epoch: int, split: str, metrics: dict[str, torch.Tens
     return out
 
 
-def train_seconds(rows_so_far: list[dict], seed: int) -> float:
+def total_train_seconds(rows_so_far: list[dict], seed: int) -> float:
     """Training time of every epoch recorded (those before a resume included)."""
     return sum(r["value"] for r in rows_so_far if r["metric"] == "epoch_seconds" and r["seed"] == seed)
 
@@ -174,7 +174,7 @@ def final_summary(rows_so_far: list[dict], split: str, metric: str) -> dict | No
     return {"per_seed": vals, "mean": v.mean().item(), "std": v.std().item() if len(v) > 1 else 0.0}
 
 
-def summary(rows_so_far: list[dict], model, cfg, dataset: str, device, compiled: bool, epoch: int, status: str,
+def run_summary(rows_so_far: list[dict], model, cfg, dataset: str, device, compiled: bool, epoch: int, status: str,
             extra: dict) -> dict:
     out = {"status": status, "epochs_completed": epoch, "epochs": cfg.train.epochs,
            "layer_type": cfg.model.layer_type, "dataset": dataset, "device": str(device), "compiled": compiled,

@@ -96,7 +96,7 @@ class RunDir:
         path = self.path / "summary.json"
         return read_json(path, "delete it; the next finished epoch writes it again") if path.exists() else {}
 
-    def save_model(self, model: torch.nn.Module, cfg: RunConfig) -> None:
+    def save_model(self, model, cfg: RunConfig) -> None:
         atomic_torch_save({"state_dict": model.state_dict(), "config": cfg.to_dict()}, self.path / "model.pt")
 
     # ---- the training loop's sink ----

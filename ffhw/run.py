@@ -95,7 +95,7 @@ def new_run_dir(out: str, name: str | None, cfg: RunConfig) -> Path:
 
 def train(cfg: RunConfig, run_path: Path | None, quiet: bool = False, resume: bool = False):
     """Load data, build the network, train, write records. Returns the summary dict."""
-    from . import data as data_mod
+    from .data import load as load_data
     from .model import FFNet
     from .records import RunDir
     from .device import resolve_device
@@ -103,7 +103,7 @@ def train(cfg: RunConfig, run_path: Path | None, quiet: bool = False, resume: bo
     from .ui import ConsoleUI
 
     device = resolve_device(cfg.train.device)
-    d = data_mod.load(cfg.data.dataset, cfg.data.data_dir or None, device, cfg.data.val_size, cfg.data.train_subset,
+    d = load_data(cfg.data.dataset, cfg.data.data_dir or None, device, cfg.data.val_size, cfg.data.train_subset,
                       cfg.data.test_subset)
     model = FFNet(cfg, d.image_shape, d.num_classes).to(device)
     # Save the options as resolved (defaults filled in), so config.toml says exactly what ran.

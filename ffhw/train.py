@@ -17,14 +17,15 @@ import math
 
 import torch
 
-from . import metrics
 from .augment import Augment
 from .config import RunConfig
 from .data import Data, Split
 from .device import clock, configure_compile, make_optimizer, set_deterministic, tune_runtime, use_compile
 from .encode import hard_negatives, random_negatives
 from .layers import LayerOutput
-from .metrics import LAYER_METRICS  # noqa: F401 - part of the training API
+from .metrics import (add_head_step, add_layer_step, classifier_goodness, divergence, eval_images_per_batch,
+                      evaluate_split, head_cross_entropy, metric_rows, non_finite, run_summary, total_train_seconds,
+                      training_metrics, training_sums)
 from .model import FFNet, derive_seed, device_generator, seed_generators
 from .records import NoRecords, RunDir
 
@@ -189,7 +190,7 @@ class Trainer:
             objective, loss, g_pos, g_neg = obj.training_loss(out.act.float(), b)
             losses[k] = objective.sum()  # seeds add: each seed's gradient only sees its own loss
             total = total + losses[k]
-            metrics.add_layer_step(sums, k, obj, loss, g_pos, g_neg)
+            add_layer_step(sums, k, obj, loss, g_pos, g_neg)
             inp = out.out
         return total, stepped, losses, neutral
 
@@ -199,8 +200,8 @@ class Trainer:
         with torch.no_grad():
             outputs = [neutral, *model.forward_layers(neutral.out, start=1)]
         logits = model.head_logits(outputs).float()  # [S, B, C]
-        ce = metrics.head_cross_entropy(logits, labels)
-        metrics.add_head_step(sums, logits, ce, labels)
+        ce = head_cross_entropy(logits, labels)
+        add_head_step(sums, logits, ce, labels)
         return ce.mean(-1).sum()
 
     # ---- evaluation ----
@@ -212,18 +213,18 @@ class Trainer:
         return self._eval_negatives[name]
 
     def eval_batch_images(self) -> int:
-        return metrics.eval_batch_images(self.model, self.data.num_classes, self.cfg.train.eval_batch_size, self.device)
+        return eval_images_per_batch(self.model, self.data.num_classes, self.cfg.train.eval_batch_size, self.device)
 
     def all_label_goodness(self, split: Split) -> torch.Tensor:
-        return metrics.all_label_goodness(self.model, split, self.eval_batch_images())
+        return classifier_goodness(self.model, split, self.eval_batch_images())
 
     def evaluate(self, name: str, split: Split) -> dict[str, torch.Tensor]:
-        return metrics.evaluate(self.model, split, self.eval_negatives(name, split), self.eval_batch_images(),
+        return evaluate_split(self.model, split, self.eval_negatives(name, split), self.eval_batch_images(),
                                 self.cfg.train.head)
 
     # ---- records ----
     def summary(self, epoch: int, status: str, extra: dict | None = None) -> dict:
-        return metrics.summary(self.rows, self.model, self.cfg, self.data.name, self.device, self.compiled, epoch,
+        return run_summary(self.rows, self.model, self.cfg, self.data.name, self.device, self.compiled, epoch,
                                status, extra or {})
 
     def start_epoch_streams(self, epoch: int) -> None:
@@ -247,7 +248,7 @@ class Trainer:
             layers = self.trained_layers(epoch)
             t0 = clock(self.device)
             order, negatives = self.epoch_plan(epoch)
-            sums = metrics.training_sums(len(model.layers), model.seeds, self.device)
+            sums = training_sums(len(model.layers), model.seeds, self.device)
             augment_gens = seed_generators(seeds, "augment", epoch, device=self.device) if self.augment.active else None
             for b in range(n_batches):
                 self.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums, b, augment_gens)
@@ -258,26 +259,26 @@ class Trainer:
             eval_seconds = clock(self.device) - t1
             rows = []
             if t.train_metrics:
-                rows += metrics.rows(seeds, epoch + 1, "train", metrics.training_metrics(sums, layers, n, t.head),
+                rows += metric_rows(seeds, epoch + 1, "train", training_metrics(sums, layers, n, t.head),
                                      layer_names=[str(k) for k in layers])
-            rows += metrics.rows(seeds, epoch + 1, "val", val)
+            rows += metric_rows(seeds, epoch + 1, "val", val)
             timing = {"net/epoch_seconds": torch.full((model.seeds,), t1 - t0),
                       "net/eval_seconds": torch.full((model.seeds,), eval_seconds)}
-            rows += metrics.rows(seeds, epoch + 1, "train", timing)
+            rows += metric_rows(seeds, epoch + 1, "train", timing)
             self.rows += rows
-            bad = metrics.non_finite(sums, layers, seeds)
+            bad = non_finite(sums, layers, seeds)
             if bad:
                 self.sink.record(self.rows, self.summary(epoch + 1, "diverged", {"diverged": bad}))
-                raise metrics.divergence(bad, epoch + 1, f" in {self.sink.path}" if self.sink.path else "")
+                raise divergence(bad, epoch + 1, f" in {self.sink.path}" if self.sink.path else "")
             # Records first, then the checkpoint: a kill between the two leaves rows the resumed run drops
             # (it keeps rows up to the checkpoint's epoch), never a checkpoint whose epoch has no rows.
             self.sink.record(self.rows, self.summary(epoch + 1, "running"))
             self.sink.save_checkpoint(self.state_dict(epoch + 1))
             if self.ui:
                 self.ui.epoch(epoch + 1, rows, t1 - t0, eval_seconds)
-        self.rows += metrics.rows(seeds, t.epochs, "test", self.evaluate("test", self.data.test))
+        self.rows += metric_rows(seeds, t.epochs, "test", self.evaluate("test", self.data.test))
         self.sink.save_model(model, cfg)
-        extra = {"train_seconds": metrics.train_seconds(self.rows, seeds[0])}
+        extra = {"train_seconds": total_train_seconds(self.rows, seeds[0])}
         if self.resumed_from not in (None, self.device.type):
             extra["resumed_on_other_device"] = {"checkpoint": self.resumed_from, "resumed": self.device.type}
         summary = self.summary(t.epochs, "complete", extra)

@@ -3,7 +3,8 @@ import torch
 
 from conftest import conv_config, small_config
 from ffhw.model import FFNet
-from ffhw.train import LAYER_METRICS, Trainer
+from ffhw.metrics import LAYER_METRICS
+from ffhw.train import Trainer
 
 
 def apl_trainer(data, block_norm="batch"):

@@ -6,7 +6,8 @@ import torch
 from conftest import small_config
 from ffhw.data import Data, Split
 from ffhw.model import FFNet
-from ffhw.train import LAYER_METRICS, Trainer
+from ffhw.metrics import LAYER_METRICS
+from ffhw.train import Trainer
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

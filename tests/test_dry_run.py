@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from conftest import conv_config, small_config
-from ffhw import metrics
 from ffhw import model as model_mod
 from ffhw import train as train_mod
 from ffhw.data import Data, Split
@@ -49,8 +48,8 @@ def meta_shims(monkeypatch):
                     for name in names for sd in seeds]
         return out
 
-    monkeypatch.setattr(metrics, "rows", rows)
-    monkeypatch.setattr(metrics, "non_finite", lambda sums, layers, seeds: None)
+    monkeypatch.setattr(train_mod, "metric_rows", rows)
+    monkeypatch.setattr(train_mod, "non_finite", lambda sums, layers, seeds: None)
 
 
 def dry_config(layer_type, conv, seeds, schedule):

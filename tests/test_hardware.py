@@ -1,6 +1,5 @@
 """The cost model on conv networks (the learned label channel)."""
 import pytest
-import torch
 
 from conftest import conv_config
 from ffhw.hardware import cost_model

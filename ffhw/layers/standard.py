@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import fused
+from .fused import relu_affine, relu_affine_labels
 from .base import FFLayer, LayerOutput, register
 from .conv import ConvBlock
 from .ops import (affine, affine_label_parts, affine_label_sets, affine_labels, affine_parts, init_std, linear_module,
@@ -42,16 +42,16 @@ class StandardLayer(FFLayer):
         if not self.runs_fused():
             return self(inp.out)
         z, scale = affine_parts(inp.out, self.weight, self.norm, inp.out_sum_sq)
-        return fused.relu_affine(z, self.bias, scale, keep_output)
+        return relu_affine(z, self.bias, scale, keep_output)
 
     def forward_labels(self, base, patterns, neutral=None):
         if self.runs_fused():
             c = patterns.shape[0]
             z_base, z_label, scale = affine_label_parts(base, patterns, self.weight, self.norm, neutral)
-            out = fused.relu_affine_labels(z_base, z_label[:, :c], self.bias, scale[:, :, :c])
+            out = relu_affine_labels(z_base, z_label[:, :c], self.bias, scale[:, :, :c])
             if neutral is None:
                 return out, None
-            return out, fused.relu_affine(z_base + z_label[:, c:], self.bias, scale[:, :, c])
+            return out, relu_affine(z_base + z_label[:, c:], self.bias, scale[:, :, c])
         z, z_neutral = affine_labels(base, patterns, self.weight, self.bias, self.norm, neutral)
         h = relu(z, self.straight_through)
         h_neutral = relu(z_neutral, self.straight_through) if z_neutral is not None else None

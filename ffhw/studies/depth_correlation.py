@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import stats
+from ..stats import correlation, first_crossing, mean_std, slope, slope_bootstrap
 from ..errors import ConfigError
 from .common import (curves, fmt, group_cells, has_metric, json_ready, markdown_table, net_curve, pyplot,
                      save_figure, status_counts, final_value)
@@ -50,7 +50,7 @@ def correlation_bootstrap(layer: np.ndarray, net: np.ndarray, samples: int, seed
     """Correlation (Pearson, over all epochs and seeds) of every layer with the network, and the slope of
     that correlation against layer index, with a bootstrap over seeds. layer [S, E, L], net [S, E]."""
     n_seeds, _, n_layers = layer.shape
-    per_layer = [stats.correlation(layer[:, :, k], net) for k in range(n_layers)]
+    per_layer = [correlation(layer[:, :, k], net) for k in range(n_layers)]
     pearson = np.array([c["pearson"] for c in per_layer])
     rng = np.random.default_rng(seed)
     boot_slopes = []
@@ -58,10 +58,10 @@ def correlation_bootstrap(layer: np.ndarray, net: np.ndarray, samples: int, seed
     for _ in range(samples if n_seeds > 1 else 0):
         d = rng.integers(0, n_seeds, n_seeds)
         r = [_pearson(layer[d, :, k], net[d]) for k in range(n_layers)]
-        boot_slopes.append(stats.slope(x, np.array(r)))
+        boot_slopes.append(slope(x, np.array(r)))
     boot = np.array([b for b in boot_slopes if np.isfinite(b)])
     ci = tuple(np.percentile(boot, [2.5, 97.5])) if len(boot) else (math.nan, math.nan)
-    return {"per_layer": per_layer, "slope": stats.slope(x, pearson), "slope_ci": ci,
+    return {"per_layer": per_layer, "slope": slope(x, pearson), "slope_ci": ci,
             "p_negative": float((boot < 0).mean()) if len(boot) else math.nan}
 
 
@@ -92,14 +92,14 @@ def summarize(cells: list[dict], options: dict) -> dict:
         if layer.size == 0:
             results[key] = entry
             continue
-        crossing = stats.first_crossing(np.moveaxis(layer, 1, 2), opts["level"], epochs)  # [S, L]
+        crossing = first_crossing(np.moveaxis(layer, 1, 2), opts["level"], epochs)  # [S, L]
         entry["epoch_to_level"] = crossing
         entry["never_reached"] = int(np.isnan(crossing).all(0).sum())
-        entry["slope"] = stats.slope_bootstrap(np.arange(n_layers), crossing, samples=opts["bootstrap"])
+        entry["slope"] = slope_bootstrap(np.arange(n_layers), crossing, samples=opts["bootstrap"])
         entry["correlation"] = correlation_bootstrap(layer, net, samples=min(opts["bootstrap"], 500))
         done = [c for c in group if c["status"] == "complete"]
-        entry["test_net"] = stats.mean_std([final_value(c, "test", "net", network_metric) for c in done])
-        entry["final_layer"] = [stats.mean_std(layer[:, -1, k]) for k in range(n_layers)]
+        entry["test_net"] = mean_std([final_value(c, "test", "net", network_metric) for c in done])
+        entry["final_layer"] = [mean_std(layer[:, -1, k]) for k in range(n_layers)]
         results[key] = entry
     return results
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import stats
+from ..stats import mean_std
 from .common import (final_value, fmt, group_cells, json_ready, markdown_table, net_curve, pyplot, save_figure,
                      status_counts)
 
@@ -64,17 +64,17 @@ def summarize(cells: list[dict]) -> dict:
         done = [c for c in group if c["status"] == "complete"]
         test = [final_value(c, "test", "net", NETWORK_METRIC) for c in done]
         n_layers = 1 + max((int(r["layer"]) for c in done for r in c["rows"] if r["layer"] != "net"), default=-1)
-        per_layer = [stats.mean_std([final_value(c, "test", str(k), "layer_acc10") for c in done])
+        per_layer = [mean_std([final_value(c, "test", str(k), "layer_acc10") for c in done])
                      for k in range(n_layers)]
-        activity = [stats.mean_std([block_activity(c, k) for c in done])[0] for k in range(n_layers)]
+        activity = [mean_std([block_activity(c, k) for c in done])[0] for k in range(n_layers)]
         epochs = np.array(sorted({r["epoch"] for c in done for r in c["rows"] if r["split"] == "val"}), dtype=float)
         curve = net_curve(group, "val", NETWORK_METRIC, epochs)
         out.setdefault(dataset, {})[variant] = {
             "factors": factors, "status": status_counts(group), "seeds": [c["seed"] for c in done],
-            "test": stats.mean_std(test), "test_per_seed": test, "per_layer": per_layer, "activity": activity,
+            "test": mean_std(test), "test_per_seed": test, "per_layer": per_layer, "activity": activity,
             "silent_blocks": [k for k, a in enumerate(activity) if a == 0.0],
             "epochs": epochs, "val_curve": curve,
-            "train_seconds": stats.mean_std([c.get("train_seconds_unit") for c in done]),
+            "train_seconds": mean_std([c.get("train_seconds_unit") for c in done]),
         }
     return {d: dict(sorted(vs.items(), key=lambda kv: variant_order(kv[0]))) for d, vs in sorted(out.items())}
 

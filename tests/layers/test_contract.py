@@ -9,7 +9,7 @@ from ffhw.data import Split
 from ffhw.export import export_layers
 from ffhw.hardware import cost_model
 from ffhw.layers import CONV_TYPES, LAYER_TYPES
-from ffhw.metrics import evaluate
+from ffhw.metrics import evaluate_split as evaluate
 from ffhw.model import FFNet
 
 CASES = [(name, False) for name in sorted(LAYER_TYPES)] + [(name, True) for name in sorted(CONV_TYPES)]
