@@ -18,6 +18,7 @@ import os
 from .errors import ConfigError
 
 EXECUTORS = ("in-process", "process", "ray")
+RAY_STORAGES = ("driver", "shared")  # where Ray workers write records (see RayExecutor)
 
 
 class InProcessExecutor:
@@ -78,8 +79,8 @@ class RayExecutor:
             import ray
         except ImportError:
             raise ConfigError("--executor ray needs Ray: pip install 'ffhw[ray]'") from None
-        if storage not in ("driver", "shared"):
-            raise ConfigError(f"--ray-storage {storage!r}: use driver or shared")
+        if storage not in RAY_STORAGES:
+            raise ConfigError(f"--ray-storage {storage!r}: use {' or '.join(RAY_STORAGES)}")
         if gpus_per_cell < 0 or cpus_per_cell <= 0:
             raise ConfigError("--gpus-per-cell must be >= 0 and --cpus-per-cell > 0")
         self.ray = ray

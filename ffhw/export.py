@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="export", help="parent folder of bundles (default export/)")
     p.add_argument("--name", help="bundle folder name (default: the run directory's name)")
     p.add_argument("--seed-index", type=int, default=0, help="which of the run's seeds to export (default 0)")
-    p.add_argument("--classifier", choices=("goodness", "head"), default="goodness",
+    from .model import CLASSIFIERS
+    p.add_argument("--classifier", choices=CLASSIFIERS, default="goodness",
                    help="classifier.onnx: summed goodness over labels (default) or the linear head")
     p.add_argument("--qonnx", action="store_true", help="also write QONNX files (for FINN) of quantized layers")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)

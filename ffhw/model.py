@@ -21,6 +21,9 @@ from .layers import LayerOutput, get_layer_type
 from .objectives import Objective
 
 
+CLASSIFIERS = ("goodness", "head")  # summed goodness over labels, or the linear head on neutral-label activities
+
+
 def derive_seed(*parts) -> int:
     """A stable 63-bit seed from any parts (run seed, epoch, stream name...): the same parts, the same seed."""
     digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()

@@ -225,7 +225,7 @@ def analyze(root: Path, quiet: bool = False, options: list[str] | None = None) -
 
 def main(argv: list[str]) -> int:
     from .layers import LAYER_TYPES
-    from .executors import EXECUTORS, make_executor
+    from .executors import EXECUTORS, RAY_STORAGES, make_executor
 
     p = argparse.ArgumentParser(prog="python -m ffhw.run study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -246,7 +246,7 @@ def main(argv: list[str]) -> int:
                                          "a local Ray instance")
     p.add_argument("--gpus-per-cell", type=float, default=0.0, help="GPU share of one Ray task (e.g. 0.25)")
     p.add_argument("--cpus-per-cell", type=float, default=1.0, help="CPUs of one Ray task")
-    p.add_argument("--ray-storage", default="driver", choices=("driver", "shared"),
+    p.add_argument("--ray-storage", default="driver", choices=RAY_STORAGES,
                    help="driver: workers return records and the driver writes them (no shared filesystem "
                         "needed); shared: workers write into the study directory on a shared filesystem")
     p.add_argument("--retries", type=int, default=2, help="retries of a failing work unit before it is reported")

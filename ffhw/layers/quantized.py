@@ -179,10 +179,8 @@ class QuantizedLayer(FFLayer):
 
     @classmethod
     def values_per_unit(cls, options: QuantizedOptions) -> int:
-        # Each quantizer keeps 4 (scaled, rounded, clamped, rescaled activities), but stacked seeds stop paying
-        # sooner than that memory says (statistics per seed, and a wide layer's step is already matmul-bound):
-        # measured 30 seeds of 4x300 2.04x, 4x1000 2 seeds 1.11x, 5 seeds 0.99x, 10 seeds 0.80x. Charging 16
-        # batches at most 5 seeds of width 1000 and 17 of width 300.
+        # More than the 4 tensors per quantizer: stacked quantized seeds stop paying sooner than their memory
+        # says (per-seed statistics); 16 matches the measured crossover (benchmarks/results, seed_batching).
         return 16
 
     @classmethod

@@ -120,9 +120,8 @@ class SpikingExport(nn.Module):
 
 @register("spiking")
 class SpikingLayer(FFLayer):
-    # Measured (2-core CPU), compiled vs eager step: 5.4x for 4x100 and 1.95x for 2x1000 at batch 100 (README
-    # run on 64bf016), 2.0x for 2x1000 at batch 512 (8M values per activation tensor, an earlier run): the
-    # time loop's neuron updates fuse, so no size bound.
+    # The time loop's neuron updates fuse when compiled, so compiling pays at every size measured
+    # (benchmarks/results/train_bench.json, section compile).
     compile_max_values = float("inf")
     Options = SpikingOptions
 

@@ -25,9 +25,8 @@ class StandardExport(nn.Module):
 
 @register("standard")
 class StandardLayer(FFLayer):
-    # Measured (2-core CPU), compiled vs eager step, by values per activation tensor: 1.9x for 4x100 at batch
-    # 100 (20k), 1.2x for 2x1000 (200k), 1.1x for 30 seeds of 4x100 (600k), 1.1x for 3x1000 at batch 512 (1M);
-    # 1.07x for 2x2000 at batch 512 and 1.02x for 10 seeds of 4x1000 (both 2M): too little to pay for compiling.
+    # Beyond ~1.5M values per activation tensor the matrix products dominate and compiling gains too little to
+    # pay for itself (benchmarks/results/train_bench.json, section compile).
     compile_max_values = 1_500_000
     def __init__(self, index, in_features, out_features, seeds, model, options, generators):
         super().__init__(index, in_features, out_features, seeds, model, options, generators)
