@@ -60,3 +60,19 @@ def test_peer_norm_penalises_uneven_units_and_follows_momentum():
     assert torch.allclose(new, torch.tensor([[0.55, 0.45, 0.45, 0.45]]))
     assert peer_loss(torch.full((1, 4), 0.3)).item() == 0.0
     assert peer_loss(new).item() > 0
+
+
+def test_peer_state_lives_with_the_objective_and_old_models_load():
+    """Peer normalisation's running means are the objective's state; models saved when layers held it load."""
+    from ffhw.config import RunConfig
+    from ffhw.model import FFNet
+    cfg = RunConfig()
+    cfg.model.hidden, cfg.train.seeds = [20, 10], 2
+    net = FFNet(cfg, (1, 28, 28), 10)
+    assert net.objectives[1].peer_running.shape == (2, 10)
+    state = net.state_dict()
+    old = {(k.replace("objectives.", "layers.") if k.endswith("peer_running") else k): v.clone() for k, v in state.items()}
+    old["layers.1.peer_running"].fill_(0.25)
+    fresh = FFNet(cfg, (1, 28, 28), 10)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.objectives[1].peer_running, torch.full((2, 10), 0.25))
