@@ -10,7 +10,6 @@ import ctypes
 import math
 import os
 import time
-import warnings
 
 import torch
 
@@ -240,7 +239,3 @@ def activation_values(batch_size: int, widest: int, values_per_unit: float) -> f
 
 def steps_of(epochs: int, train_size: int, batch_size: int) -> int:
     return epochs * math.ceil(train_size / batch_size)
-
-
-def warn(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=2)

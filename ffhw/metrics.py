@@ -101,6 +101,7 @@ def evaluate_split(model, split, negatives: torch.Tensor, batch: int, head: bool
     sums = {"loss": zeros(), "layer_acc": zeros(), "layer_acc10": zeros(), "g_pos": zeros(), "g_neg": zeros()}
     net = {"acc_goodness": torch.zeros(s, device=device), "acc_head": torch.zeros(s, device=device)}
     stat_sums: list[dict[str, torch.Tensor]] = [{} for _ in range(n_layers)]
+    unit_counts: list = [0] * n_layers  # [S, U] rows each unit was active in
     for start in range(0, len(split), batch):
         sl = slice(start, start + batch)
         images, y, yn = split.images(sl), split.y[sl], negatives[sl]
@@ -112,6 +113,7 @@ def evaluate_split(model, split, negatives: torch.Tensor, batch: int, head: bool
         for k, obj in enumerate(model.objectives):
             sums["loss"][k] += obj.loss(g_pos[k], g_neg[k]) * n
             sums["layer_acc"][k] += obj.binary_accuracy(g_pos[k], g_neg[k]) * n
+            unit_counts[k] = unit_counts[k] + stats[k].pop("unit_activity")
             for key, value in stats[k].items():
                 stat_sums[k][key] = stat_sums[k].get(key, 0) + value * n
         sums["layer_acc10"] += (goodness.argmax(-1) == y).float().sum(-1)
@@ -125,6 +127,9 @@ def evaluate_split(model, split, negatives: torch.Tensor, batch: int, head: bool
     result = {f"layer/{k}": v / total for k, v in sums.items()}
     for key in stat_sums[0]:
         result[f"layer/{key}"] = torch.stack([st[key] for st in stat_sums]) / total
+    rows_seen = total * model.num_classes  # every label of every sample
+    result["layer/dead_units"] = torch.stack([(c == 0).float().mean(-1) for c in unit_counts])
+    result["layer/always_on_units"] = torch.stack([(c == rows_seen).float().mean(-1) for c in unit_counts])
     static = [layer.static_stats() for layer in model.layers]
     for key in static[0]:
         result[f"layer/{key}"] = torch.stack([torch.as_tensor(st[key], dtype=torch.float32, device=device).expand(s)
@@ -133,6 +138,31 @@ def evaluate_split(model, split, negatives: torch.Tensor, batch: int, head: bool
     if head:
         result["net/acc_head"] = net["acc_head"] / total
     return result
+
+
+# A layer is flagged when this share of its units never fires (silent) or fires for every input, whatever the
+# label (saturated: it cannot tell positives from negatives); reported per seed, from the validation split.
+HEALTH_LIMIT = 0.9
+
+
+def layer_health(metrics: dict[str, torch.Tensor], seeds: list[int]) -> list[dict]:
+    """Silent and saturated layers of an evaluation ([L, S] dead and always-on unit shares): one entry per
+    layer and condition, with the seeds it holds for."""
+    found = []
+    for condition, key in (("silent", "layer/dead_units"), ("saturated", "layer/always_on_units")):
+        if key not in metrics:
+            continue
+        for k, shares in enumerate(metrics[key].detach().cpu().tolist()):
+            hit = [sd for sd, share in zip(seeds, shares) if share >= HEALTH_LIMIT]
+            if hit:
+                found.append({"layer": k, "condition": condition, "seeds": hit, "share": max(shares)})
+    return found
+
+
+def health_message(entry: dict, epoch: int) -> str:
+    what = "never fire" if entry["condition"] == "silent" else "fire for every input (whatever the label)"
+    return (f"layer {entry['layer']} is {entry['condition']} after epoch {epoch}: {entry['share']:.0%} of its units "
+            f"{what} (seeds {', '.join(map(str, entry['seeds']))})")
 
 
 def head_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

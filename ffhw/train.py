@@ -24,8 +24,8 @@ from .device import clock, configure_compile, make_optimizer, set_deterministic,
 from .encode import hard_negatives, random_negatives
 from .layers import LayerOutput
 from .metrics import (add_head_step, add_layer_step, classifier_goodness, divergence, eval_images_per_batch,
-                      evaluate_split, head_cross_entropy, metric_rows, non_finite, run_summary, total_train_seconds,
-                      training_metrics, training_sums)
+                      evaluate_split, head_cross_entropy, health_message, layer_health, metric_rows, non_finite,
+                      run_summary, total_train_seconds, training_metrics, training_sums)
 from .model import FFNet, derive_seed, device_generator, seed_generators
 from .records import NoRecords, RunDir
 
@@ -68,6 +68,7 @@ class Trainer:
         self.rows: list[dict] = []
         self.start_epoch = 0
         self.resumed_from: str | None = None  # device type of the checkpoint a resumed run continues
+        self.warnings: list[dict] = []  # layers found silent or saturated (metrics.layer_health)
         self._eval_negatives: dict[str, torch.Tensor] = {}
 
     def optimized_parameters(self, k: int) -> list:
@@ -224,8 +225,19 @@ class Trainer:
 
     # ---- records ----
     def summary(self, epoch: int, status: str, extra: dict | None = None) -> dict:
+        extra = {**({"layer_warnings": self.warnings} if self.warnings else {}), **(extra or {})}
         return run_summary(self.rows, self.model, self.cfg, self.data.name, self.device, self.compiled, epoch,
-                               status, extra or {})
+                           status, extra)
+
+    def check_health(self, val: dict, epoch: int) -> None:
+        """Warn (console and summary.json) the first time a layer turns silent or saturated."""
+        for entry in layer_health(val, self.model.seed_list):
+            if any(w["layer"] == entry["layer"] and w["condition"] == entry["condition"] for w in self.warnings):
+                continue
+            message = health_message(entry, epoch)
+            self.warnings.append({**entry, "epoch": epoch, "message": message})
+            if hasattr(self.ui, "warn"):
+                self.ui.warn(message)
 
     def start_epoch_streams(self, epoch: int) -> None:
         """Every random stream of an epoch, from (seed, epoch): a resumed run replays an uninterrupted one."""
@@ -257,6 +269,7 @@ class Trainer:
             t1 = clock(self.device)
             val = self.evaluate("val", self.data.val) if len(self.data.val) else {}
             eval_seconds = clock(self.device) - t1
+            self.check_health(val, epoch + 1)
             rows = []
             if t.train_metrics:
                 rows += metric_rows(seeds, epoch + 1, "train", training_metrics(sums, layers, n, t.head),

@@ -12,7 +12,8 @@ from rich.table import Table
 LAYER_COLUMNS = (("layer_acc", "pos/neg acc", "{:.3f}"), ("layer_acc10", "10-way acc", "{:.3f}"),
                  ("loss", "loss", "{:.4g}"), ("g_pos", "good+", "{:.3g}"), ("g_neg", "good-", "{:.3g}"),
                  ("sparsity", "sparsity", "{:.2f}"), ("spike_rate", "spikes", "{:.3f}"),
-                 ("weight_levels", "w levels", "{:.0f}"))
+                 ("weight_levels", "w levels", "{:.0f}"), ("dead_units", "dead", "{:.2f}"),
+                 ("always_on_units", "always on", "{:.2f}"))
 
 
 def seed_means(rows: list[dict]) -> dict[tuple[str, str, str], float]:
@@ -70,6 +71,9 @@ class ConsoleUI:
         self.progress.reset(self.batch_task)
         self.progress.console.print(layer_table(rows, "val", f"epoch {epoch}: {info} "
                                                 f"(train {epoch_seconds:.1f} s, eval {eval_seconds:.1f} s)"))
+
+    def warn(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]warning: {message}")
 
     def done(self, summary: dict, test_rows: list[dict]) -> None:
         self.progress.stop()

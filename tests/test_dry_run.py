@@ -50,6 +50,7 @@ def meta_shims(monkeypatch):
 
     monkeypatch.setattr(train_mod, "metric_rows", rows)
     monkeypatch.setattr(train_mod, "non_finite", lambda sums, layers, seeds: None)
+    monkeypatch.setattr(train_mod, "layer_health", lambda metrics, seeds: [])
 
 
 def dry_config(layer_type, conv, seeds, schedule):

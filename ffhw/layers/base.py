@@ -160,6 +160,11 @@ class FFLayer(nn.Module):
         nonzero = out.out_nonzero if out.out_nonzero is not None else nonzero_fraction(out.out.flatten(1))
         return {"sparsity": 1.0 - nonzero}
 
+    def unit_activity(self, out: LayerOutput) -> torch.Tensor:
+        """How many of this batch's rows each unit was active in (non-zero activity or firing rate), [S, U]:
+        summed over batches, it shows dead units (never active) and always-on ones (active for every input)."""
+        return (out.act.flatten(2) != 0).sum(1, dtype=torch.float32)
+
     def static_stats(self) -> dict[str, torch.Tensor | float]:
         """Per-seed statistics of the parameters (bit widths, weight levels); recorded once per epoch."""
         return {}

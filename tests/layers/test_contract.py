@@ -54,7 +54,10 @@ def test_shapes(layer_type, conv):
     model.eval()
     goodness, logits, stats = model.evaluate_batch(images, with_head=neutral is not None)
     assert goodness.shape == (len(model.layers), 2, 6, 10)
-    assert len(stats) == len(model.layers) and all(v.shape == (2,) for st in stats for v in st.values())
+    assert len(stats) == len(model.layers)
+    for layer, st in zip(model.layers, stats):
+        assert st.pop("unit_activity").shape == (2, layer.units)  # rows each unit was active in
+        assert all(v.shape == (2,) for v in st.values())
 
 
 @pytest.mark.parametrize("layer_type,conv", CASES, ids=IDS)
