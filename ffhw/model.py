@@ -153,6 +153,22 @@ class FFNet(nn.Module):
         out = layer(inputs.full)
         return out, (layer(inputs.neutral_full) if inputs.neutral_full is not None else None)
 
+    @torch.no_grad()
+    def calibrate(self, images: torch.Tensor) -> None:
+        """Data-dependent initialisation, layer by layer from the bottom: each layer calibrates itself on its
+        real inputs (every label of `images`, through the layers below as already calibrated)."""
+        if not any(layer.needs_calibration() for layer in self.layers):
+            return
+        was_training = self.training
+        self.eval()
+        first = lambda _: self.first_layer_all_labels(images)[0]  # noqa: E731
+        self.layers[0].calibrate(first, images)
+        inp = first(images).out
+        for layer in self.layers[1:]:
+            layer.calibrate(layer, inp)
+            inp = layer(inp).out
+        self.train(was_training)
+
     def forward_layers(self, x: torch.Tensor, start: int = 0) -> list[LayerOutput]:
         """Run layers start.. on their input x [S, N, ...] (encoded inputs for layer 0), each on its
         `layer_input` (learning stays local)."""

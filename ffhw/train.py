@@ -39,6 +39,9 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
+CALIBRATION_IMAGES = 100  # the first training images set data-dependent initialisations (layer types that have one)
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, data: Data, model: FFNet, device: torch.device,
                  run: RunDir | None = None, ui=None):
@@ -251,6 +254,10 @@ class Trainer:
         cfg, model, t = self.cfg, self.model, self.cfg.train
         n, bs = len(self.data.train), t.batch_size
         n_batches, seeds = math.ceil(n / bs), model.seed_list
+        if self.start_epoch == 0:  # a resumed run's weights are already past their initialisation
+            for k, layer in enumerate(model.layers):  # any sampling during calibration: per seed, as in training
+                layer.noise_generators = seed_generators(seeds, "calibrate", k, device=self.device)
+            model.calibrate(self.data.train.images(slice(0, CALIBRATION_IMAGES)))
         model.train()
         if self.ui:
             self.ui.start(t.epochs, n_batches, self.start_epoch)

@@ -160,6 +160,15 @@ class FFLayer(nn.Module):
         nonzero = out.out_nonzero if out.out_nonzero is not None else nonzero_fraction(out.out.flatten(1))
         return {"sparsity": 1.0 - nonzero}
 
+    def needs_calibration(self) -> bool:
+        """Whether this layer's initialisation depends on data (see `calibrate`)."""
+        return False
+
+    @torch.no_grad()
+    def calibrate(self, run, inp: torch.Tensor) -> None:
+        """Data-dependent initialisation before training: `run(inp)` gives this layer's output on a fixed
+        calibration batch of its real inputs. Default: nothing (the initialisation is data-independent)."""
+
     def unit_activity(self, out: LayerOutput) -> torch.Tensor:
         """How many of this batch's rows each unit was active in (non-zero activity or firing rate), [S, U]:
         summed over batches, it shows dead units (never active) and always-on ones (active for every input)."""

@@ -39,7 +39,12 @@ class SpikingOptions:
     slope: float = 2.0  # surrogate sharpness (fast_sigmoid slope, atan alpha); broad works best for FF (measured)
     encoding: str = "direct"  # direct | rate: how an analog input becomes T steps
     next_input: str = "spikes"  # spikes | rates: what the next layer receives
-    RANGES: ClassVar[dict] = {"steps": AT_LEAST_ONE, "beta": Range(0, 1), "threshold": POSITIVE, "slope": POSITIVE}
+    # Data-dependent init: before training, scale each seed's weights so that the layer fires at this mean
+    # rate on the first training images (0: off). Without it a spike-fed layer's current shrinks with its
+    # input rate, so deep layers start silent, and with goodness on rates a silent layer gets no gradient.
+    init_rate: float = 0.0
+    RANGES: ClassVar[dict] = {"steps": AT_LEAST_ONE, "beta": Range(0, 1), "threshold": POSITIVE, "slope": POSITIVE,
+                              "init_rate": Range(0, 1, high_open=True)}
 
     def __post_init__(self):
         for name, value, allowed in (("reset", self.reset, ("subtract", "zero")),
@@ -142,6 +147,27 @@ class SpikingLayer(FFLayer):
     @property
     def steps(self) -> int:
         return self.options.steps
+
+    def needs_calibration(self) -> bool:
+        return self.options.init_rate > 0
+
+    @torch.no_grad()
+    def calibrate(self, run, inp: torch.Tensor) -> None:
+        """Scale each seed's weights (geometric bisection of one gain per seed) until its mean firing rate on
+        the calibration inputs is `init_rate`. The scale is part of the initial weights: nothing to fold."""
+        target = self.options.init_rate
+        if target <= 0:
+            return
+        low = torch.full((self.seeds,), 1 / 256, device=self.weight.device)
+        high = torch.full_like(low, 256.0)
+        original = self.weight.detach().clone()
+        shape = (-1, *[1] * (original.dim() - 1))  # one gain per seed, FC [S, D, U] or conv [S, O, C, 3, 3]
+        for _ in range(24):  # the rate grows with the gain; 24 halvings of log2(65536) = 16 octaves
+            gain = (low * high).sqrt()
+            self.weight.copy_(original * gain.view(shape))
+            rate = run(inp).act.flatten(1).mean(1)
+            low, high = torch.where(rate < target, gain, low), torch.where(rate < target, high, gain)
+        self.weight.copy_(original * (low * high).sqrt().view(shape))
 
     def integrate(self, current: torch.Tensor, constant: bool) -> LayerOutput:
         """Run the LIF neurons on input currents [S, N, T, ...] (or [S, N, ...], constant over T)."""

@@ -44,3 +44,38 @@ def test_surrogate_gradient_reaches_weights_through_time():
     layer = make(steps=4, surrogate="atan")
     layer(torch.rand(2, 5, 30)).act.sum().backward()
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+def calibrated_net(seeds, seed=0, conv=False, init_rate=0.2):
+    from conftest import conv_config, small_config
+    from ffhw.model import FFNet
+    options = {"init_rate": init_rate, "steps": 4}
+    cfg = conv_config("spiking", options, seeds=seeds, seed=seed) if conv else \
+        small_config("spiking", hidden=(50,) * 6, seeds=seeds, seed=seed)
+    cfg.model.layer = options
+    net = FFNet(cfg.validate(), (1, 28, 28), 10)
+    images = (torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    net.calibrate(images)
+    net.eval()
+    with torch.no_grad():
+        out, _ = net.first_layer_all_labels(images)
+        outs = [out, *net.forward_layers(out.out, start=1)]
+    return net, [o.act.flatten(2).mean((1, 2)) for o in outs]
+
+
+def test_calibration_sets_every_layer_firing_rate_fc_and_conv():
+    """Data-dependent init: each layer fires at init_rate on the calibration images, deep ones included
+    (uncalibrated, the deep layers of such a network start silent)."""
+    for conv in (False, True):
+        _, rates = calibrated_net(2, conv=conv)
+        for rate in rates:
+            assert torch.allclose(rate, torch.full_like(rate, 0.2), atol=0.01), (conv, rates)
+    _, plain = calibrated_net(1, init_rate=0.0)
+    assert plain[-1].item() < 0.05  # the silence calibration removes
+
+
+def test_calibration_of_stacked_seeds_equals_separate():
+    both, _ = calibrated_net(2)
+    alone, _ = calibrated_net(1, seed=1)
+    for a, b in zip(both.layers, alone.layers):
+        assert torch.allclose(a.weight[1], b.weight[0], rtol=1e-5, atol=1e-6)
