@@ -29,7 +29,7 @@ def measure_activity(model, images: torch.Tensor, seed_index: int = 0, batch: in
     for start in range(0, len(images), batch):
         _, _, stats = model.evaluate_batch(images[start:start + batch], with_head=False)
         n = len(images[start:start + batch])
-        values = [{k: v[seed_index].item() * n for k, v in st.items() if k != "unit_activity"} for st in stats]
+        values = [{k: v[seed_index].item() * n for k, v in st.items() if v.dim() == 1} for st in stats]  # [S] means
         sums = values if sums is None else [{k: a[k] + b[k] for k in a} for a, b in zip(sums, values)]
         count += n
     return [{k: v / count for k, v in st.items()} for st in sums]

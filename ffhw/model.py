@@ -200,18 +200,19 @@ class FFNet(nn.Module):
         """Everything evaluation needs for one batch of images [N, ...] (shared by all seeds).
 
         Returns goodness [L, S, N, C] for every label, head logits [S, N, C] (or None), and each layer's
-        hardware statistics ([S] means; `unit_activity`: [S, U] counts of rows each unit was active in). Layer 0 projects each image once for all labels and the neutral label
-        (`forward_labels`); the rest run on the N*C label-embedded activities (and the N neutral ones).
+        hardware statistics ([S] means; `unit_activity`: [S, U] counts of rows each unit was active in).
+        Layer 0 projects each image once for all labels and the neutral label (`forward_labels`); the rest
+        run on the N*C label-embedded activities (and the N neutral ones).
         """
         s, n, c = self.seeds, images.shape[0], self.num_classes
         out, neutral = self.first_layer_all_labels(images, neutral=with_head)
-        goodness, stats = [], []
+        goodness, stats, last = [], [], len(self.layers) - 1
         for k, (layer, obj) in enumerate(zip(self.layers, self.objectives)):
             if k:
-                out = layer.evaluate(out)
+                out = layer.evaluate(out, keep_output=k < last)
             # read while the layer's output is freshly written (faster than after all layers)
             goodness.append(obj.goodness_of(out).reshape(s, n, c))
-            stats.append({**layer.hardware_stats(out), "unit_activity": layer.unit_activity(out)})
+            stats.append(layer.hardware_stats(out))
         goodness = torch.stack(goodness)
         logits = None
         if with_head:

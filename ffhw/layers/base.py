@@ -46,6 +46,7 @@ class LayerOutput:
     act_features: int = 0
     out_sum_sq: torch.Tensor | None = None
     out_nonzero: torch.Tensor | None = None
+    unit_active: torch.Tensor | None = None  # [S, U]: rows each unit of act was active in
 
 
 @dataclass
@@ -156,9 +157,16 @@ class FFLayer(nn.Module):
         return self(inp.out)
 
     def hardware_stats(self, out: LayerOutput) -> dict[str, torch.Tensor]:
-        """Per-seed [S] statistics of one evaluation batch; averaged over batches by the trainer."""
-        nonzero = out.out_nonzero if out.out_nonzero is not None else nonzero_fraction(out.out.flatten(1))
-        return {"sparsity": 1.0 - nonzero}
+        """Statistics of one evaluation batch: per-seed [S] means, averaged over batches by the evaluation,
+        and `unit_activity` [S, U] (see `unit_activity`), summed."""
+        counts = self.unit_activity(out)
+        if out.out_nonzero is not None:
+            nonzero = out.out_nonzero
+        elif out.out is out.act:  # the outputs are the activities: their count is the units' counts summed
+            nonzero = counts.sum(-1) / (out.act.shape[1] * counts.shape[-1])
+        else:
+            nonzero = nonzero_fraction(out.out.flatten(1))
+        return {"sparsity": 1.0 - nonzero, "unit_activity": counts}
 
     def needs_calibration(self) -> bool:
         """Whether this layer's initialisation depends on data (see `calibrate`)."""
@@ -172,6 +180,8 @@ class FFLayer(nn.Module):
     def unit_activity(self, out: LayerOutput) -> torch.Tensor:
         """How many of this batch's rows each unit was active in (non-zero activity or firing rate), [S, U]:
         summed over batches, it shows dead units (never active) and always-on ones (active for every input)."""
+        if out.unit_active is not None:  # counted by a fused evaluation kernel
+            return out.unit_active
         return (out.act.flatten(2) != 0).sum(1, dtype=torch.float32)
 
     def static_stats(self) -> dict[str, torch.Tensor | float]:

@@ -17,9 +17,9 @@ from .base import LayerOutput
 
 
 def _relu_reductions(z: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, keep_output: bool):
-    """relu(bias + scale * z) -> (activities or None, per-row sum of squares, per-row non-zero count)."""
+    """relu(bias + scale * z) -> (activities or None, per-row sum of squares, per-unit count of active rows)."""
     h = torch.relu(torch.addcmul(bias, z, scale))
-    return (h if keep_output else None), (h * h).sum(-1), (h > 0).to(torch.float32).sum(-1)
+    return (h if keep_output else None), (h * h).sum(-1), (h > 0).to(torch.float32).sum(1)
 
 
 def _label_relu_reductions(z_base: torch.Tensor, z_label: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor):
@@ -30,7 +30,7 @@ def _label_relu_reductions(z_base: torch.Tensor, z_label: torch.Tensor, bias: to
     # and reads it back for the sums in a second one
     z = (z_base[:, :, None, :] + z_label[:, None, :, :]).reshape(s, -1, u)
     h = torch.relu(torch.addcmul(bias, z, scale.reshape(s, -1, 1)))
-    return h, (h * h).sum(-1), (h > 0).to(torch.float32).sum(-1)
+    return h, (h * h).sum(-1), (h > 0).to(torch.float32).sum(1)
 
 
 _compiled: dict[str, object] = {}
@@ -49,9 +49,9 @@ def _rows_dynamic(*tensors: torch.Tensor) -> None:
         torch._dynamo.maybe_mark_dynamic(t, 1)
 
 
-def _output(h, sum_sq, nonzero, units: int) -> LayerOutput:
+def _output(h, sum_sq, active, units: int) -> LayerOutput:
     return LayerOutput(act=h, out=h, act_sum_sq=sum_sq, act_features=units, out_sum_sq=sum_sq,
-                       out_nonzero=nonzero.sum(-1) / (nonzero.shape[-1] * units))
+                       out_nonzero=active.sum(-1) / (sum_sq.shape[-1] * units), unit_active=active)
 
 
 def relu_affine(z: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, keep_output: bool = True) -> LayerOutput:

@@ -214,7 +214,7 @@ class SpikingLayer(FFLayer):
 
     def hardware_stats(self, out: LayerOutput) -> dict[str, torch.Tensor]:
         rate = out.act.flatten(1).mean(-1)  # spikes per neuron per step
-        return {"sparsity": 1.0 - rate, "spike_rate": rate}
+        return {"sparsity": 1.0 - rate, "spike_rate": rate, "unit_activity": self.unit_activity(out)}
 
     # ---- export ----
     def export_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ def test_fused_evaluation_computes_what_eager_does(norm, goodness):
         for ref, fused in zip(stats_ref, stats_fused):
             assert 0.05 < ref["sparsity"].min() and ref["sparsity"].max() < 0.95
             assert torch.allclose(fused["sparsity"], ref["sparsity"], atol=1e-6)
+            assert torch.equal(fused["unit_activity"], ref["unit_activity"])  # counted in the kernel
 
 
 def test_fused_last_layer_returns_reductions_only():
