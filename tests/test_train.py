@@ -275,12 +275,15 @@ def test_train_seconds_count_the_epochs_before_a_resume(mnist_small, tmp_path):
 def test_a_deep_network_compiles_once(mnist_small):
     """No graph break in the step (a break inside the layer loop made torch.compile give up on the loop and
     compile each call inside it per layer index, until the recompile limit sent deep networks back to eager):
-    the compiled frames are the step's two batch parities, the head and the evaluation kernels, whatever the depth."""
+    the compiled frames (the step's two batch parities, the head, the evaluation kernels) do not grow with depth."""
     from torch._dynamo.utils import counters
-    cfg = small_config(hidden=[32] * 12, epochs=1, compile="on", seeds=2)  # seed-batched: the case that broke
-    cfg.data.train_subset = 400
-    tr = trainer_for(cfg, mnist_small)
-    counters.clear()
-    tr.fit()
-    assert not counters["graph_break"], dict(counters["graph_break"])
-    assert counters["frames"]["total"] <= 6, dict(counters["frames"])
+    frames = {}
+    for depth in (3, 12):
+        cfg = small_config(hidden=[32] * depth, epochs=1, compile="on", seeds=2)  # seed-batched: the case that broke
+        cfg.data.train_subset = 400
+        tr = trainer_for(cfg, mnist_small)
+        counters.clear()
+        tr.fit()
+        assert not counters["graph_break"], dict(counters["graph_break"])
+        frames[depth] = counters["frames"]["total"]
+    assert frames[12] == frames[3] <= 8, frames
