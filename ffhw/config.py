@@ -84,7 +84,8 @@ RANGES = {
     "train.epochs": AT_LEAST_ONE, "train.batch_size": AT_LEAST_ONE, "train.lr": POSITIVE,
     "train.momentum": FRACTION, "train.weight_decay": NON_NEGATIVE, "train.head_lr": POSITIVE,
     "train.head_weight_decay": NON_NEGATIVE, "train.seed": NON_NEGATIVE, "train.seeds": AT_LEAST_ONE,
-    "train.eval_batch_size": AT_LEAST_ONE,
+    "train.eval_batch_size": AT_LEAST_ONE, "train.probes_per_epoch": NON_NEGATIVE, "train.probe_epochs": NON_NEGATIVE,
+    "train.probe_size": AT_LEAST_ONE,
 }
 
 
@@ -143,6 +144,10 @@ class ModelConfig:
     peer_momentum: float = 0.9
     straight_through: bool = True  # ReLU forward, identity gradient backward (loeweX)
     classifier_layers: str = "all-but-first"  # layers whose goodness is summed by the goodness classifier
+    # The nested depth design: shallower networks evaluated as prefixes of this one (FC, simultaneous schedule:
+    # layer-local learning makes a prefix bit-identical to the shallower network), each with its own goodness
+    # classifier and linear head; their metrics are recorded as acc_goodness@D and acc_head@D.
+    prefix_depths: list[int] = field(default_factory=list)
     layer: dict[str, Any] = field(default_factory=dict)  # options of the chosen layer type
 
 
@@ -174,6 +179,12 @@ class TrainConfig:
     deterministic: bool = False  # torch's deterministic kernels (GPU runs: bit-identical reruns, somewhat slower)
     eval_batch_size: int = 1000  # images per evaluation batch at most (lowered to bound memory, see train.py)
     train_metrics: bool = True  # accumulate per-layer metrics over training batches
+    # Sub-epoch probes: layer metrics on the first `probe_size` validation images at step 0 and
+    # `probes_per_epoch` times per epoch during the first `probe_epochs` epochs, then at every epoch end
+    # (split "probe", fractional epochs): when each layer reaches a level, at sub-epoch resolution.
+    probes_per_epoch: int = 0
+    probe_epochs: int = 3
+    probe_size: int = 1000
 
 
 @dataclass
@@ -219,6 +230,11 @@ class RunConfig:
                               f"{'channel' if conv else 'onehot'!r}")
         if conv and self.train.head:
             raise ConfigError("the linear head reads flat activities: set train.head = false for conv architectures")
+        prefixes = sorted({int(d) for d in m.prefix_depths})
+        if prefixes and (conv or t.schedule != "simultaneous" or prefixes[0] < 1 or prefixes[-1] >= self.depth()):
+            raise ConfigError(f"model.prefix_depths = {m.prefix_depths}: prefixes are exact shallower networks only for "
+                              f"FC layers under the simultaneous schedule, with depths from 1 to {self.depth() - 1}")
+        m.prefix_depths = prefixes
         if m.classifier_layers == "all-but-first" and len(m.hidden) < 2 and not conv:
             m.classifier_layers = "all"  # one layer: nothing else to read
         return self

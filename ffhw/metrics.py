@@ -100,13 +100,17 @@ def evaluate_split(model, split, negatives: torch.Tensor, batch: int, head: bool
     zeros = lambda: torch.zeros(n_layers, s, device=device)  # noqa: E731
     sums = {"loss": zeros(), "layer_acc": zeros(), "layer_acc10": zeros(), "g_pos": zeros(), "g_neg": zeros()}
     net = {"acc_goodness": torch.zeros(s, device=device), "acc_head": torch.zeros(s, device=device)}
+    for d in model.prefix_depths:  # the nested depth design's shallower networks
+        net[f"acc_goodness@{d}"] = torch.zeros(s, device=device)
+        if head:
+            net[f"acc_head@{d}"] = torch.zeros(s, device=device)
     stat_sums: list[dict[str, torch.Tensor]] = [{} for _ in range(n_layers)]
     unit_counts: list = [0] * n_layers  # [S, U] rows each unit was active in
     for start in range(0, len(split), batch):
         sl = slice(start, start + batch)
         images, y, yn = split.images(sl), split.y[sl], negatives[sl]
         n = len(y)
-        goodness, logits, stats = model.evaluate_batch(images, with_head=head)
+        goodness, logits, stats, prefix_logits = model.evaluate_batch(images, with_head=head, prefixes=True)
         idx_pos = y.view(1, 1, n, 1).expand(n_layers, s, n, 1)
         idx_neg = yn.view(1, 1, n, 1).expand(n_layers, s, n, 1)
         g_pos, g_neg = goodness.gather(-1, idx_pos)[..., 0], goodness.gather(-1, idx_neg)[..., 0]
@@ -122,6 +126,10 @@ def evaluate_split(model, split, negatives: torch.Tensor, batch: int, head: bool
         net["acc_goodness"] += (goodness[model.classifier_slice].sum(0).argmax(-1) == y).float().sum(-1)
         if logits is not None:
             net["acc_head"] += (logits.argmax(-1) == y).float().sum(-1)
+        for d, layers in model.prefix_classifiers.items():
+            net[f"acc_goodness@{d}"] += (goodness[layers[0]:layers[-1] + 1].sum(0).argmax(-1) == y).float().sum(-1)
+            if d in prefix_logits:
+                net[f"acc_head@{d}"] += (prefix_logits[d].argmax(-1) == y).float().sum(-1)
     model.train()
     total = len(split)
     result = {f"layer/{k}": v / total for k, v in sums.items()}
@@ -134,9 +142,7 @@ def evaluate_split(model, split, negatives: torch.Tensor, batch: int, head: bool
     for key in static[0]:
         result[f"layer/{key}"] = torch.stack([torch.as_tensor(st[key], dtype=torch.float32, device=device).expand(s)
                                               for st in static])
-    result["net/acc_goodness"] = net["acc_goodness"] / total
-    if head:
-        result["net/acc_head"] = net["acc_head"] / total
+    result.update({f"net/{key}": value / total for key, value in net.items() if head or "head" not in key})
     return result
 
 

@@ -56,6 +56,11 @@ def network_size(cfg: RunConfig, image_shape: tuple[int, ...], num_classes: int)
     return params, widest
 
 
+def classifier_layers(rule: str, n: int) -> list[int]:
+    """The layers a classifier of an n-layer network reads, by the config's rule."""
+    return {"all-but-first": list(range(1, n)), "all": list(range(n)), "last": [n - 1]}[rule] or list(range(n))
+
+
 class FFNet(nn.Module):
     def __init__(self, cfg: RunConfig, image_shape: tuple[int, ...], num_classes: int):
         super().__init__()
@@ -84,13 +89,20 @@ class FFNet(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.objectives = nn.ModuleList(Objective(m, layer.units, seeds) for layer in self.layers)
         n = len(self.layers)
-        self.classifier_layers = {"all-but-first": list(range(1, n)), "all": list(range(n)),
-                                  "last": [n - 1]}[m.classifier_layers] or list(range(n))
+        self.classifier_layers = classifier_layers(m.classifier_layers, n)
         # the same layers as a slice: indexing a tensor with a Python list copies the list to the device first
         self.classifier_slice = slice(self.classifier_layers[0], self.classifier_layers[-1] + 1)
         features = sum(self.layers[k].units for k in self.classifier_layers) if cfg.train.head else 0
         self.head_weight = nn.Parameter(torch.zeros(seeds, features, num_classes))
         self.head_bias = nn.Parameter(torch.zeros(seeds, 1, num_classes))
+        # Nested depth design: each prefix depth D has the classifiers a D-layer network of this config has.
+        self.prefix_depths = list(m.prefix_depths)
+        self.prefix_classifiers = {d: classifier_layers(m.classifier_layers if d > 1 else "all", d)
+                                   for d in self.prefix_depths}
+        head_d = [sum(self.layers[k].units for k in self.prefix_classifiers[d]) if cfg.train.head else 0
+                  for d in self.prefix_depths]
+        self.prefix_head_weights = nn.ParameterList(nn.Parameter(torch.zeros(seeds, f, num_classes)) for f in head_d)
+        self.prefix_head_biases = nn.ParameterList(nn.Parameter(torch.zeros(seeds, 1, num_classes)) for _ in head_d)
         # Saved with the weights so that `load_model` can rebuild the network from model.pt alone.
         self.register_buffer("_image_shape", torch.tensor(image_shape))
         self.register_buffer("_num_classes", torch.tensor(num_classes))
@@ -119,6 +131,10 @@ class FFNet(nn.Module):
 
     def head_parameters(self) -> list[nn.Parameter]:
         return [self.head_weight, self.head_bias]
+
+    def prefix_head_parameters(self, i: int) -> list[nn.Parameter]:
+        """The linear head of prefix depth self.prefix_depths[i] (its own optimiser, as a separate network's)."""
+        return [self.prefix_head_weights[i], self.prefix_head_biases[i]]
 
     def expand_seeds(self, x: torch.Tensor) -> torch.Tensor:
         """The same inputs for every seed: [N, ...] -> [S, N, ...] (a view, no copy)."""
@@ -179,28 +195,35 @@ class FFNet(nn.Module):
             inp = out.out
         return outputs
 
-    def head_logits(self, outputs: list[LayerOutput]) -> torch.Tensor:
-        """Linear head on the concatenated, RMS-normalised activities of the classifier layers: [S, N, C].
+    def head_logits(self, outputs: list[LayerOutput], prefix: int | None = None) -> torch.Tensor:
+        """Linear head on the concatenated, RMS-normalised activities of the classifier layers: [S, N, C]
+        (`prefix`: the head of the i-th prefix depth, on its own classifier layers).
 
         Computed as b + sum_k r_k * (a_k @ W_k) with r_k the per-sample factor of layer k, which equals the
         product of the normalised concatenation with W without writing either out."""
-        logits, offset = self.head_bias, 0
-        for k in self.classifier_layers:
+        if prefix is None:
+            layers, weight, logits = self.classifier_layers, self.head_weight, self.head_bias
+        else:
+            d = self.prefix_depths[prefix]
+            layers, weight, logits = self.prefix_classifiers[d], self.prefix_head_weights[prefix], self.prefix_head_biases[prefix]
+        offset = 0
+        for k in layers:
             a = outputs[k].act.detach().flatten(2)
             d = a.shape[-1]
             sum_sq = outputs[k].act_sum_sq  # taken by a fused evaluation kernel, if one ran
             norm = torch.linalg.vector_norm(a, dim=-1, keepdim=True) if sum_sq is None else sum_sq.unsqueeze(-1).sqrt()
             rms_inverse = 1.0 / (norm / d ** 0.5 + 1e-8)
-            logits = torch.addcmul(logits, torch.bmm(a, self.head_weight[:, offset:offset + d]), rms_inverse)
+            logits = torch.addcmul(logits, torch.bmm(a, weight[:, offset:offset + d]), rms_inverse)
             offset += d
         return logits
 
     @torch.no_grad()
-    def evaluate_batch(self, images: torch.Tensor, with_head: bool = True):
+    def evaluate_batch(self, images: torch.Tensor, with_head: bool = True, prefixes: bool = False):
         """Everything evaluation needs for one batch of images [N, ...] (shared by all seeds).
 
         Returns goodness [L, S, N, C] for every label, head logits [S, N, C] (or None), and each layer's
-        hardware statistics ([S] means; `unit_activity`: [S, U] counts of rows each unit was active in).
+        hardware statistics ([S] means; `unit_activity`: [S, U] counts of rows each unit was active in);
+        with `prefixes`, also the prefix heads' logits {depth: [S, N, C]} (empty without a head).
         Layer 0 projects each image once for all labels and the neutral label (`forward_labels`); the rest
         run on the N*C label-embedded activities (and the N neutral ones).
         """
@@ -220,7 +243,10 @@ class FFNet(nn.Module):
             for layer in self.layers[1:]:
                 outputs.append(layer.evaluate(outputs[-1]))
             logits = self.head_logits(outputs)
-        return goodness, logits, stats
+        if not prefixes:
+            return goodness, logits, stats
+        heads = {d: self.head_logits(outputs, i) for i, d in enumerate(self.prefix_depths)} if with_head else {}
+        return goodness, logits, stats, heads
 
     @torch.no_grad()
     def class_scores(self, images: torch.Tensor, classifier: str = "goodness") -> torch.Tensor:

@@ -20,11 +20,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig, dumps, load_toml
+from .config import RunConfig, dumps, load_toml, safe_component
 from .errors import ConfigError, RunDirError
 from .files import atomic_torch_save, atomic_write, code_version, make_dir, read_json, torch_load
 
 METRIC_FIELDS = ("seed", "epoch", "split", "layer", "metric", "value")
+
+
+def epoch_value(text: str) -> int | float:
+    """Epochs are whole numbers, except the fractional epochs of sub-epoch probes (split "probe")."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def read_config(path: Path, fix: str) -> RunConfig:
@@ -72,7 +78,7 @@ class RunDir:
                 reader = csv.DictReader(fh)
                 if tuple(reader.fieldnames or ()) != METRIC_FIELDS:
                     raise ValueError(f"header {reader.fieldnames} is not {','.join(METRIC_FIELDS)}")
-                return [dict(row, seed=int(row["seed"]), epoch=int(row["epoch"]), value=float(row["value"]))
+                return [dict(row, seed=int(row["seed"]), epoch=epoch_value(row["epoch"]), value=float(row["value"]))
                         for row in reader]
         except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
             raise RunDirError(f"{path} is not a metrics file ffhw wrote ({type(exc).__name__}: {exc}); "
@@ -146,6 +152,12 @@ class Cell:
     @property
     def id(self) -> str:
         return f"{self.key}_seed-{self.seed}"
+
+
+def cell_key(factors: dict) -> str:
+    """The configuration's name, which becomes part of its cells' directory names."""
+    key = "_".join(f"{name.split('.')[-1]}-{value}" for name, value in factors.items())
+    return safe_component(key, f"the cell name of factors {factors}")
 
 
 def cell_dir(root: Path, cell: Cell) -> Path:

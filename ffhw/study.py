@@ -29,12 +29,14 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig, find_preset, load_preset, load_toml, merge, override, repo_root, safe_component
+from .config import RunConfig, find_preset, load_preset, load_toml, merge, override, repo_root
 from .errors import ConfigError
-from .records import Cell
+from .records import Cell, cell_key
 
 
 # ---------------------------------------------------------------------------------------------- definition
+DESIGNS = ("shared", "independent", "nested")
+
 @dataclass
 class Unit:
     """Seeds of one configuration trained as one (seed-batched) run."""
@@ -56,12 +58,6 @@ class Unit:
         cfg.train.seed, cfg.train.seeds = seeds[0], len(seeds)
         cfg.validate()  # e.g. --seed-batch N with fp16 autocast
         return Unit(self.key, self.factors, cfg.to_dict(), list(seeds))
-
-
-def cell_key(factors: dict) -> str:
-    """The configuration's name, which becomes part of its cells' directory names."""
-    key = "_".join(f"{name.split('.')[-1]}-{value}" for name, value in factors.items())
-    return safe_component(key, f"the cell name of factors {factors}")
 
 
 class Study:
@@ -105,13 +101,35 @@ class Study:
         return cls(data["definition"], data["grid"], data["layer_type"], data.get("set", []), data.get("source", ""))
 
     # ---- cells ----
-    def configurations(self) -> list[dict]:
+    @property
+    def design(self) -> str:
+        """How configurations relate: "shared" (each trained, every one with the same seeds), "independent"
+        (each with its own seeds) or "nested" (the study kind trains only the configurations that contain
+        the others, e.g. the deepest network, whose prefixes are the shallower ones)."""
+        design = self.grid.get("design", "shared")
+        if design not in DESIGNS:
+            raise ConfigError(f"grid {self.grid_name!r}: design = {design!r} is not one of {', '.join(DESIGNS)}")
+        return design
+
+    def all_configurations(self) -> list[dict]:
         factors = self.grid["factors"]
         names = list(factors)
         return [dict(zip(names, values)) for values in itertools.product(*(factors[n] for n in names))]
 
+    def configurations(self) -> list[dict]:
+        """The configurations that train (under the nested design, those the study kind keeps)."""
+        every = self.all_configurations()
+        if self.design != "nested":
+            return every
+        if not hasattr(self.kind, "nest"):
+            raise ConfigError(f"grid {self.grid_name!r}: study kind {self.definition.get('kind')!r} has no nested design")
+        return self.kind.nest(every)
+
     def seeds_for(self, factors: dict) -> list[int]:
         first = int(self.grid.get("first_seed", 0))
+        if self.design == "independent":  # a seed stream of its own per configuration, stable under grid edits
+            from .model import derive_seed
+            first += 1000 * (1 + derive_seed("configuration", cell_key(factors)) % 100000)
         count = int(self.grid.get("seeds", 1))
         for rule in self.grid.get("extra", []):  # e.g. 30 seeds for 32 x 1000
             if all(factors.get(k) == v for k, v in rule.get("match", {}).items()):
@@ -139,7 +157,7 @@ class Study:
             elif "." not in name and not self.kind.handles(name):
                 raise ConfigError(f"factor {name}={value!r} of study {self.name!r} has no [levels.{name}.{value}] "
                                   f"table and no rule in the study kind")
-        self.kind.apply(cfg, factors, self.definition)
+        self.kind.apply(cfg, factors, self.definition, self.all_configurations() if self.design == "nested" else None)
         for item in self.sets:
             key, _, value = item.partition("=")
             override(cfg, key.strip(), value.strip())

@@ -57,6 +57,8 @@ class Trainer:
         self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.autocast)
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.autocast == "fp16")
         self.head_opt = make_optimizer(model.head_parameters(), t.optimizer, t.head_lr, t.head_weight_decay, t.momentum)
+        self.prefix_opts = [make_optimizer(model.prefix_head_parameters(i), t.optimizer, t.head_lr, t.head_weight_decay,
+                                           t.momentum) for i in range(len(model.prefix_depths))]
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
         # Compiled: the elementwise work of each layer (normalisation, activation, goodness, loss and their
@@ -73,6 +75,7 @@ class Trainer:
         self.resumed_from: str | None = None  # device type of the checkpoint a resumed run continues
         self.warnings: list[dict] = []  # layers found silent or saturated (metrics.layer_health)
         self._eval_negatives: dict[str, torch.Tensor] = {}
+        self.probe_seconds = 0.0  # time spent probing in the current epoch (not training time)
 
     def optimized_parameters(self, k: int) -> list:
         """What layer k's optimiser updates: its own parameters (layer 0: with the label encoding's), and
@@ -93,13 +96,16 @@ class Trainer:
     def state_dict(self, epoch: int) -> dict:
         return {"epoch": epoch, "device": self.device.type, "model": self.model.state_dict(),
                 "scaler": self.scaler.state_dict(),
-                "layer_opts": [o.state_dict() for o in self.layer_opts], "head_opt": self.head_opt.state_dict()}
+                "layer_opts": [o.state_dict() for o in self.layer_opts], "head_opt": self.head_opt.state_dict(),
+                "prefix_opts": [o.state_dict() for o in self.prefix_opts]}
 
     def load_state_dict(self, state: dict, rows: list[dict]) -> None:
         self.model.load_state_dict(state["model"])
         for opt, sd in zip(self.layer_opts, state["layer_opts"]):
             opt.load_state_dict(sd)
         self.head_opt.load_state_dict(state["head_opt"])
+        for opt, sd in zip(self.prefix_opts, state.get("prefix_opts", [])):
+            opt.load_state_dict(sd)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"])
@@ -121,8 +127,9 @@ class Trainer:
         for opt in self.layer_opts:
             for group in opt.param_groups:
                 group["lr"] = t.lr * f
-        for group in self.head_opt.param_groups:
-            group["lr"] = t.head_lr * f
+        for opt in (self.head_opt, *self.prefix_opts):
+            for group in opt.param_groups:
+                group["lr"] = t.head_lr * f
 
     def epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-seed data order [S, N] and negative label per training sample [S, N]."""
@@ -159,8 +166,9 @@ class Trainer:
             self.scaler.step(self.layer_opts[k])
             self.layer_opts[k].zero_grad(set_to_none=True)
         if self.cfg.train.head:
-            self.scaler.step(self.head_opt)
-            self.head_opt.zero_grad(set_to_none=True)
+            for opt in (self.head_opt, *self.prefix_opts):
+                self.scaler.step(opt)
+                opt.zero_grad(set_to_none=True)
         self.scaler.update()
 
     def layer_losses(self, images: torch.Tensor, label_sets: torch.Tensor, layers: range, step: int, sums: dict):
@@ -206,7 +214,10 @@ class Trainer:
         logits = model.head_logits(outputs).float()  # [S, B, C]
         ce = head_cross_entropy(logits, labels)
         add_head_step(sums, logits, ce, labels)
-        return ce.mean(-1).sum()
+        total = ce.mean(-1).sum()
+        for i in range(len(model.prefix_depths)):  # nested design: each prefix's own head, on the same activities
+            total = total + head_cross_entropy(model.head_logits(outputs, i).float(), labels).mean(-1).sum()
+        return total
 
     # ---- evaluation ----
     def eval_negatives(self, name: str, split: Split) -> torch.Tensor:
@@ -221,6 +232,28 @@ class Trainer:
 
     def all_label_goodness(self, split: Split) -> torch.Tensor:
         return classifier_goodness(self.model, split, self.eval_batch_images())
+
+    def probe(self, epoch: float) -> None:
+        """Layer metrics on the fixed probe images at a fractional epoch (split "probe"). Any sampling inside
+        the layers draws from probe streams, so probing leaves training's random streams untouched."""
+        t, model = self.cfg.train, self.model
+        split = Split(self.data.val.x[:t.probe_size], self.data.val.y[:t.probe_size])
+        saved = [layer.noise_generators for layer in model.layers]
+        for k, layer in enumerate(model.layers):
+            layer.noise_generators = seed_generators(model.seed_list, "probe", k, epoch, device=self.device)
+        start = clock(self.device)
+        self.rows += metric_rows(model.seed_list, epoch, "probe", self.evaluate("probe", split))
+        self.probe_seconds += clock(self.device) - start
+        for layer, gens in zip(model.layers, saved):
+            layer.noise_generators = gens
+
+    def probe_steps(self, epoch: int, n_batches: int) -> set[int]:
+        """Batches of this epoch after which to probe (none without probes or validation images)."""
+        t = self.cfg.train
+        if not t.probes_per_epoch or not len(self.data.val):
+            return set()
+        per_epoch = t.probes_per_epoch if epoch < t.probe_epochs else 1
+        return {max(0, round((i + 1) * n_batches / per_epoch) - 1) for i in range(per_epoch)}
 
     def evaluate(self, name: str, split: Split) -> dict[str, torch.Tensor]:
         return evaluate_split(self.model, split, self.eval_negatives(name, split), self.eval_batch_images(),
@@ -258,6 +291,8 @@ class Trainer:
             for k, layer in enumerate(model.layers):  # any sampling during calibration: per seed, as in training
                 layer.noise_generators = seed_generators(seeds, "calibrate", k, device=self.device)
             model.calibrate(self.data.train.images(slice(0, CALIBRATION_IMAGES)))
+        if self.start_epoch == 0 and self.probe_steps(0, n_batches):
+            self.probe(0.0)  # before the first step: where every learning curve starts
         model.train()
         if self.ui:
             self.ui.start(t.epochs, n_batches, self.start_epoch)
@@ -269,8 +304,11 @@ class Trainer:
             order, negatives = self.epoch_plan(epoch)
             sums = training_sums(len(model.layers), model.seeds, self.device)
             augment_gens = seed_generators(seeds, "augment", epoch, device=self.device) if self.augment.active else None
+            probes, self.probe_seconds = self.probe_steps(epoch, n_batches), 0.0
             for b in range(n_batches):
                 self.train_step(order[:, b * bs:(b + 1) * bs], negatives, layers, sums, b, augment_gens)
+                if b in probes:
+                    self.probe(epoch + (b + 1) / n_batches)
                 if self.ui:
                     self.ui.batch()
             t1 = clock(self.device)
@@ -282,7 +320,7 @@ class Trainer:
                 rows += metric_rows(seeds, epoch + 1, "train", training_metrics(sums, layers, n, t.head),
                                      layer_names=[str(k) for k in layers])
             rows += metric_rows(seeds, epoch + 1, "val", val)
-            timing = {"net/epoch_seconds": torch.full((model.seeds,), t1 - t0),
+            timing = {"net/epoch_seconds": torch.full((model.seeds,), t1 - t0 - self.probe_seconds),
                       "net/eval_seconds": torch.full((model.seeds,), eval_seconds)}
             rows += metric_rows(seeds, epoch + 1, "train", timing)
             self.rows += rows

@@ -110,3 +110,18 @@ def test_a_tensor_made_on_the_cpu_inside_a_step_fails_the_dry_run(meta_shims, mo
 
     with pytest.raises(RuntimeError, match="device"):
         standard_layer_fit_with(monkeypatch, mixing)
+
+
+@pytest.mark.parametrize("layer_type", sorted(LAYER_TYPES))
+def test_nested_prefixes_and_probes_run_on_meta(meta_shims, layer_type):
+    """The nested design's prefix heads train inside the step and probes evaluate between steps, on the
+    training device like everything else."""
+    cfg = dry_config(layer_type, False, 2, "simultaneous")
+    cfg.model.prefix_depths, cfg.train.probes_per_epoch, cfg.train.probe_size = [1, 2], 2, 4
+    cfg.validate()
+    data = meta_data()
+    model = FFNet(cfg, data.image_shape, data.num_classes).to(META)
+    trainer = Trainer(cfg, data, model, META)
+    assert trainer.fit()["status"] == "complete"
+    assert {r["epoch"] for r in trainer.rows if r["split"] == "probe"} == {0.0, 0.5, 1.0}
+    assert any(r["metric"] == "acc_head@2" for r in trainer.rows)

@@ -287,3 +287,24 @@ def test_a_deep_network_compiles_once(mnist_small):
         assert not counters["graph_break"], dict(counters["graph_break"])
         frames[depth] = counters["frames"]["total"]
     assert frames[12] == frames[3] <= 8, frames
+
+
+def test_sub_epoch_probes_record_fractional_epochs_and_leave_training_untouched(mnist_small, tmp_path):
+    from ffhw.model import FFNet
+    from ffhw.records import RunDir
+    from ffhw.train import Trainer
+    models, rows = [], None
+    for probes in (0, 4):
+        cfg = small_config(hidden=(30, 30), epochs=3, seeds=2, probes_per_epoch=probes, probe_epochs=2, probe_size=200,
+                           batch_size=75)  # 40 batches: probes after batches 10, 20, 30, 40
+        cfg.validate()
+        model = FFNet(cfg, mnist_small.image_shape, mnist_small.num_classes)
+        run = RunDir.create(tmp_path / f"p{probes}", cfg)
+        Trainer(cfg, mnist_small, model, torch.device("cpu"), run).fit()
+        models.append(model)
+        rows = run.read_metrics()
+    times = sorted({r["epoch"] for r in rows if r["split"] == "probe"})
+    assert times == [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 3]  # 4 per epoch for 2 epochs, then each epoch end
+    assert {r["metric"] for r in rows if r["split"] == "probe"} >= {"layer_acc", "layer_acc10"}
+    for a, b in zip(models[0].layers, models[1].layers):
+        assert torch.equal(a.weight, b.weight)

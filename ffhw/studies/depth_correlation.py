@@ -1,19 +1,18 @@
 """Depth/correlation study (Adamson 2025, arXiv 2504.11229): how depth delays each layer's learning and
 how each layer's accuracy tracks the network's.
 
-Factors `depth` and `width` make `model.hidden = [width] * depth`. The analysis reads cells/ only:
+Factors `depth` and `width` make `model.hidden = [width] * depth`. Under the grid's `design = "nested"`
+only the deepest network per width trains; every shallower configuration is its prefix (exact under the
+simultaneous schedule), evaluated alongside with its own goodness classifier and linear head
+(`model.prefix_depths`). The analysis reads cells/ only and decides at the level of seeds:
 
-- per-layer accuracy vs epoch, mean over seeds, one subplot per (depth, width), coloured by relative
-  depth, network accuracy dashed (paper Fig. 2); +/- 1 std bands for chosen layers (Fig. 3);
-- the epoch at which each layer first reaches the level (0.7) vs layer depth (Fig. 4), with the slope of
-  that line and its bootstrap over seeds;
-- Pearson and Spearman correlation of each layer's accuracy with the network's over all epochs and seeds,
-  with 95% intervals (Fig. 5), and the slope of correlation vs depth with its bootstrap over seeds.
-
-Layer accuracy: `layer_metric` = layer_acc (the paper's binary positive/negative accuracy, chance 0.5)
-or layer_acc10 (argmax of that layer's goodness over labels), on `layer_split` = val (held out, default)
-or train (running mean over the epoch's training batches). Network accuracy: `network_metric` = acc_head
-(loeweX's linear head) or acc_goodness (argmax of summed goodness).
+- per seed: each layer's Pearson and Spearman r with the network over the epochs, the same after removing
+  shared training progress (`partial_r`) and of epoch-to-epoch changes, and the log(epoch) baseline;
+  combined across seeds with Fisher z and t intervals (pooled r over all points is shown, descriptive only);
+- per seed: when each layer reaches the level (interpolated, on the sub-epoch probes when the run has them),
+  with censored layers kept as censored; delay = censoring-aware concordance of layer and crossing;
+- verdicts by the rule in the definition's [analysis.rule] (confidence, minimum seeds, each claim's
+  direction), on the deepest configuration per width (it holds every layer the shallower ones have).
 """
 from __future__ import annotations
 
@@ -21,343 +20,258 @@ import math
 from pathlib import Path
 
 import numpy as np
+from scipy import stats as sps
 
-from ..stats import correlation, first_crossing, mean_std, slope, slope_bootstrap
 from ..errors import ConfigError
-from .common import (curves, fmt, group_cells, has_metric, json_ready, markdown_table, net_curve, pyplot,
-                     save_figure, status_counts, final_value)
+from ..stats import (LEFT, RIGHT, censored_concordance, correlation, crossings, diff_r, fisher_mean, mean_std,
+                     paired_t, partial_r, pearson, slope, t_interval, verdict, welch_t)
+from .common import curves, fmt, group_cells, has_metric, json_ready, net_curve, status_counts, final_value
 
 FACTORS = ("depth", "width")
-ANALYSIS_DEFAULTS = {"level": 0.7, "layer_metric": "layer_acc", "layer_split": "val",
-                     "network_metric": "acc_head", "bootstrap": 2000}
+RULE = {"confidence": 0.95, "min_seeds": 5, "strong_r": 0.8,
+        "directions": {"delay": "positive", "width": "positive", "layer0": "positive", "layer0_beyond_progress": "positive",
+                       "fall": "negative", "fall_beyond_progress": "negative"}}
+ANALYSIS_DEFAULTS = {"level": 0.7, "layer_metric": "layer_acc", "layer_split": "val", "network_metric": "acc_head",
+                     "rule": RULE}
 
 
 def handles(factor: str) -> bool:
     return factor in FACTORS
 
 
-def apply(cfg, factors: dict, definition: dict) -> None:
+def nest(configurations: list[dict]) -> list[dict]:
+    """The nested design trains the deepest configuration of each combination of the other factors."""
+    deepest: dict[tuple, dict] = {}
+    for f in configurations:
+        rest = tuple(sorted((k, v) for k, v in f.items() if k != "depth"))
+        if rest not in deepest or int(f.get("depth", 0)) > int(deepest[rest].get("depth", 0)):
+            deepest[rest] = f
+    return list(deepest.values())
+
+
+def apply(cfg, factors: dict, definition: dict, nested: list[dict] | None = None) -> None:
     if "depth" in factors or "width" in factors:
         depth = int(factors.get("depth", len(cfg.model.hidden)))
         width = int(factors.get("width", cfg.model.hidden[0]))
         if depth < 1 or width < 1:
             raise ConfigError(f"depth = {depth} and width = {width} must be positive")
         cfg.model.hidden = [width] * depth
+    if nested is not None:  # the shallower configurations this network stands for
+        same = [f for f in nested if all(f.get(k) == v for k, v in factors.items() if k != "depth")]
+        cfg.model.prefix_depths = sorted({int(f["depth"]) for f in same if int(f["depth"]) < len(cfg.model.hidden)})
+
+
+def expand_nested(cells: list[dict]) -> list[dict]:
+    """Cells of a nested design as cells of every configuration: a prefix depth D of a deeper cell becomes
+    a cell of depth D (its layers 0..D-1, and its own classifiers' metrics `<metric>@D` as `<metric>`)."""
+    from ..records import cell_key
+    out = []
+    for cell in cells:
+        out.append(cell)
+        depths = sorted({int(r["metric"].split("@")[1]) for r in cell["rows"] if "@" in r["metric"]})
+        for d in depths:
+            factors = {**cell["factors"], "depth": d}
+            rows = [r for r in cell["rows"] if (r["layer"] != "net" and int(r["layer"]) < d)
+                    or (r["layer"] == "net" and "@" not in r["metric"] and not r["metric"].startswith(("acc_", "head_")))]
+            rows += [dict(r, metric=r["metric"].split("@")[0]) for r in cell["rows"] if r["metric"].endswith(f"@{d}")]
+            out.append({**cell, "key": cell_key(factors), "factors": factors, "rows": rows, "prefix_of": cell["key"]})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- numbers
-def correlation_bootstrap(layer: np.ndarray, net: np.ndarray, samples: int, seed: int = 0) -> dict:
-    """Correlation (Pearson, over all epochs and seeds) of every layer with the network, and the slope of
-    that correlation against layer index, with a bootstrap over seeds. layer [S, E, L], net [S, E]."""
-    n_seeds, _, n_layers = layer.shape
-    per_layer = [correlation(layer[:, :, k], net) for k in range(n_layers)]
-    pearson = np.array([c["pearson"] for c in per_layer])
-    rng = np.random.default_rng(seed)
-    boot_slopes = []
-    x = np.arange(n_layers, dtype=float)
-    for _ in range(samples if n_seeds > 1 else 0):
-        d = rng.integers(0, n_seeds, n_seeds)
-        r = [_pearson(layer[d, :, k], net[d]) for k in range(n_layers)]
-        boot_slopes.append(slope(x, np.array(r)))
-    boot = np.array([b for b in boot_slopes if np.isfinite(b)])
-    ci = tuple(np.percentile(boot, [2.5, 97.5])) if len(boot) else (math.nan, math.nan)
-    return {"per_layer": per_layer, "slope": slope(x, pearson), "slope_ci": ci,
-            "p_negative": float((boot < 0).mean()) if len(boot) else math.nan}
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel(), b.ravel()
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
         return math.nan
-    return float(np.corrcoef(a, b)[0, 1])
+    return float(sps.spearmanr(x[keep], y[keep]).statistic)
+
+
+def seed_correlations(layer: np.ndarray, net: np.ndarray, epochs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per seed and layer [S, L]: Pearson, Spearman, progress-controlled (partial) and change (diff) r with
+    the network; `baseline` [S]: Pearson r of log(epoch) with the network (what progress alone gives)."""
+    s_n, _, n_layers = layer.shape
+    out = {name: np.full((s_n, n_layers), np.nan) for name in ("pearson", "spearman", "partial", "diff")}
+    for s in range(s_n):
+        for k in range(n_layers):
+            x, y = layer[s, :, k], net[s]
+            out["pearson"][s, k], out["spearman"][s, k] = pearson(x, y), _spearman(x, y)
+            out["partial"][s, k], out["diff"][s, k] = partial_r(x, y, epochs), diff_r(x, y)
+    out["baseline"] = np.array([pearson(np.log(epochs), net[s]) for s in range(s_n)])
+    return out
+
+
+def crossing_series(group: list[dict], opts: dict, epochs: np.ndarray, layer: np.ndarray):
+    """Times [P] and layer accuracy [S, P, L] for the crossing: the sub-epoch probes where recorded."""
+    times, probe, _ = curves(group, "probe", opts["layer_metric"])
+    if probe.size:
+        return times, probe, "probe"
+    return epochs, layer, opts["layer_split"]
+
+
+def delay_stats(time: np.ndarray, status: np.ndarray, confidence: float) -> dict:
+    """Per-seed delay with censoring: concordance of layer and crossing, and the slope of crossing time
+    over layers with censored times at their bounds (a lower bound on the delay when deep layers never
+    reach the level)."""
+    x = np.arange(time.shape[1], dtype=float)
+    conc = [censored_concordance(time[s], status[s]) for s in range(len(time))]
+    slopes = [slope(x, time[s]) for s in range(len(time))]
+    return {"concordance": t_interval(conc, confidence), "slope": t_interval(slopes, confidence),
+            "concordance_per_seed": conc, "slope_per_seed": slopes,
+            "left_censored": int((status == LEFT).sum()), "right_censored": int((status == RIGHT).sum()),
+            "crossings": int(status.size)}
 
 
 def summarize(cells: list[dict], options: dict) -> dict:
     """Every number of the report, per configuration."""
     opts = {**ANALYSIS_DEFAULTS, **options}
+    conf = opts["rule"]["confidence"]
     results = {}
-    for key, group in group_cells(cells).items():
+    for key, group in group_cells(expand_nested(cells)).items():
         factors = group[0]["factors"]
         epochs, layer, n_layers = curves(group, opts["layer_split"], opts["layer_metric"])
         network_metric = opts["network_metric"]
         if not has_metric(group, "val", "net", network_metric):
             network_metric = "acc_goodness"  # networks trained without the head
         net = net_curve(group, "val", network_metric, epochs)
+        done = [c for c in group if c["status"] == "complete"]
         entry = {"factors": factors, "depth": int(factors.get("depth", n_layers)),
-                 "width": int(factors.get("width", 0)), "seeds": [c["seed"] for c in group if c["status"] == "complete"],
+                 "width": int(factors.get("width", 0)), "seeds": [c["seed"] for c in done],
                  "status": status_counts(group), "epochs": epochs, "layer": layer, "net": net,
-                 "network_metric": network_metric}
+                 "network_metric": network_metric, "prefix_of": group[0].get("prefix_of")}
         if layer.size == 0:
             results[key] = entry
             continue
-        crossing = first_crossing(np.moveaxis(layer, 1, 2), opts["level"], epochs)  # [S, L]
-        entry["epoch_to_level"] = crossing
-        entry["never_reached"] = int(np.isnan(crossing).all(0).sum())
-        entry["slope"] = slope_bootstrap(np.arange(n_layers), crossing, samples=opts["bootstrap"])
-        entry["correlation"] = correlation_bootstrap(layer, net, samples=min(opts["bootstrap"], 500))
-        done = [c for c in group if c["status"] == "complete"]
+        times, series, source = crossing_series(group, opts, epochs, layer)
+        time, status = crossings(times, np.moveaxis(series, 1, 2), opts["level"])  # [S, L]
+        entry.update(crossing_source=source, crossing_time=time, crossing_status=status,
+                     delay=delay_stats(time, status, conf))
+        r = seed_correlations(layer, net, epochs)
+        x = np.arange(n_layers, dtype=float)
+        entry["r_seed"] = r
+        entry["r"] = {name: [fisher_mean(r[name][:, k], conf) for k in range(n_layers)]
+                      for name in ("pearson", "spearman", "partial", "diff")}
+        entry["r"]["baseline"] = fisher_mean(r["baseline"], conf)
+        entry["r_pooled"] = [correlation(layer[:, :, k], net) for k in range(n_layers)]
+        entry["fall"] = t_interval([slope(x, r["pearson"][s]) for s in range(len(done))], conf)
+        entry["fall_beyond_progress"] = t_interval([slope(x, r["partial"][s]) for s in range(len(done))], conf)
         entry["test_net"] = mean_std([final_value(c, "test", "net", network_metric) for c in done])
+        entry["test_net_per_seed"] = {c["seed"]: final_value(c, "test", "net", network_metric) for c in done}
         entry["final_layer"] = [mean_std(layer[:, -1, k]) for k in range(n_layers)]
         results[key] = entry
     return results
 
 
-# ---------------------------------------------------------------------------------------------- figures
-def _layout(results: dict):
-    depths = sorted({e["depth"] for e in results.values()})
-    widths = sorted({e["width"] for e in results.values()})
-    return depths, widths
-
-
-def figure_curves(results: dict, opts: dict, path: Path) -> None:
-    plt = pyplot()
-    depths, widths = _layout(results)
-    fig, axes = plt.subplots(len(depths), len(widths), figsize=(4.2 * len(widths), 2.8 * len(depths)),
-                             squeeze=False, sharey=True)
-    cmap = plt.get_cmap("viridis")
+def representatives(results: dict) -> list[dict]:
+    """The deepest configuration per width: the claims about depth are read from it."""
+    best: dict[int, dict] = {}
     for e in results.values():
-        if e["layer"].size == 0:
-            continue
-        ax = axes[depths.index(e["depth"])][widths.index(e["width"])]
-        n_layers = e["layer"].shape[2]
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(e["layer"], axis=0)
-            net = np.nanmean(e["net"], axis=0)
-        for k in range(n_layers):
-            ax.plot(e["epochs"], mean[:, k], color=cmap(k / max(1, n_layers - 1)), lw=1.2)
-        ax.plot(e["epochs"], net, "k--", lw=1.2, label=f"network ({e['network_metric']})")
-        ax.axhline(opts["level"], color="grey", lw=0.6, ls=":")
-        ax.set_title(f"{e['depth']} x {e['width']} ({len(e['seeds'])} seeds)", fontsize=9)
-        ax.set_ylim(0.4, 1.0)
-        ax.grid(alpha=0.3)
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    for row in axes:
-        row[0].set_ylabel(f"{opts['layer_metric']} ({opts['layer_split']})")
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
-    fig.colorbar(sm, ax=axes, label="relative depth (layer / (layers - 1))", shrink=0.6)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Per-layer accuracy vs epoch, mean over seeds (network dashed)")
-    save_figure(fig, path)
+        if "delay" in e and (e["width"] not in best or e["depth"] > best[e["width"]]["depth"]):
+            best[e["width"]] = e
+    return [best[w] for w in sorted(best)]
 
 
-def band_layers(n_layers: int) -> list[int]:
-    return sorted({0, n_layers // 4, n_layers // 2, (3 * n_layers) // 4, n_layers - 1})
+def depth_comparisons(results: dict, design: str, confidence: float) -> list[dict]:
+    """Test accuracy of each shallower configuration minus the deepest of its width: paired by seed where
+    the networks share seeds (nested, shared), Welch otherwise."""
+    out = []
+    for top in representatives(results):
+        for e in sorted(results.values(), key=lambda e: e["depth"]):
+            if e["width"] != top["width"] or e["depth"] >= top["depth"] or "delay" not in e:
+                continue
+            if design == "independent":
+                est = welch_t(list(top["test_net_per_seed"].values()), list(e["test_net_per_seed"].values()), confidence)
+                method = "Welch t, independent networks"
+            else:
+                seeds = sorted(set(top["test_net_per_seed"]) & set(e["test_net_per_seed"]))
+                est = paired_t([top["test_net_per_seed"][s] for s in seeds], [e["test_net_per_seed"][s] for s in seeds],
+                               confidence)
+                method = "paired by seed (the same networks)"
+            out.append({"width": e["width"], "depth": e["depth"], "deepest": top["depth"], "difference": est,
+                        "method": method})
+    return out
 
 
-def figure_bands(results: dict, opts: dict, path: Path) -> str | None:
-    """+/- 1 std bands for the deepest, widest configuration (the paper's 32 x 1000 over 30 seeds)."""
-    candidates = [e for e in results.values() if e["layer"].size]
-    if not candidates:
-        return None
-    e = max(candidates, key=lambda e: (e["depth"], e["width"], len(e["seeds"])))
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    cmap = plt.get_cmap("viridis")
-    n_layers = e["layer"].shape[2]
-    for k in band_layers(n_layers):
-        with np.errstate(all="ignore"):
-            mean, std = np.nanmean(e["layer"][:, :, k], 0), np.nanstd(e["layer"][:, :, k], 0)
-        color = cmap(k / max(1, n_layers - 1))
-        ax.plot(e["epochs"], mean, color=color, label=f"layer {k}")
-        ax.fill_between(e["epochs"], mean - std, mean + std, color=color, alpha=0.2, lw=0)
-    ax.axhline(opts["level"], color="grey", lw=0.6, ls=":")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{opts['layer_metric']} ({opts['layer_split']})")
-    ax.set_title(f"{e['depth']} x {e['width']}: mean +/- 1 std over {len(e['seeds'])} seeds")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
-    return f"{e['depth']}x{e['width']}"
+# ---------------------------------------------------------------------------------------------- claims
+def _interval(est: dict, spec: str = "{:.3f}", unit: str = "") -> str:
+    lo, hi = est.get("ci", (math.nan, math.nan))
+    return f"{fmt(est.get('mean', est.get('r')), spec)}{unit} [{fmt(lo, spec)}, {fmt(hi, spec)}] ({est.get('n', 0)} seeds)"
 
 
-def figure_epoch_to_level(results: dict, opts: dict, path: Path) -> None:
-    plt = pyplot()
-    depths, widths = _layout(results)
-    fig, axes = plt.subplots(1, len(widths), figsize=(5 * len(widths), 3.6), squeeze=False)
-    for e in results.values():
-        if "epoch_to_level" not in e:
-            continue
-        ax = axes[0][widths.index(e["width"])]
-        with np.errstate(all="ignore"):
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(e["epoch_to_level"], 0)
-                std = np.nanstd(e["epoch_to_level"], 0)
-        x = np.arange(len(mean))
-        s = e["slope"]
-        ax.errorbar(x, mean, yerr=std, marker="o", ms=3, capsize=2,
-                    label=f"{e['depth']} layers: slope {s['slope']:.2f} [{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]")
-    for w, ax in zip(widths, axes[0]):
-        ax.set_title(f"width {w}")
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"first epoch with accuracy >= {opts['level']}")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.suptitle("Epoch at which each layer first reaches the level (mean +/- std over seeds)")
-    save_figure(fig, path)
+def claims(results: dict, rule: dict) -> list[dict]:
+    """The paper's findings (and two that separate a layer from training progress), each decided by the
+    declared rule on seed-level intervals of the deepest configuration per width."""
+    reps = representatives(results)
+    directions = {**RULE["directions"], **rule.get("directions", {})}
+    out = []
 
+    def add(cid, claim, per_config, paper=True):
+        verdicts = [verdict(est, directions[cid], rule, ref) for _, est, ref, _ in per_config]
+        overall = ("not testable with this grid" if not per_config else verdicts[0] if len(set(verdicts)) == 1
+                   else "mixed: " + ", ".join(f"{label} {v}" for (label, *_), v in zip(per_config, verdicts)))
+        out.append({"id": cid, "claim": claim, "paper": paper, "direction": directions[cid], "verdict": overall,
+                    "evidence": "; ".join(f"{label}: {text}" for label, _, _, text in per_config) or "no data"})
 
-def figure_correlation(results: dict, path: Path) -> None:
-    plt = pyplot()
-    depths, widths = _layout(results)
-    fig, axes = plt.subplots(2, len(widths), figsize=(5 * len(widths), 6), squeeze=False, sharey="row")
-    for e in results.values():
-        if "correlation" not in e:
-            continue
-        col = widths.index(e["width"])
-        for row, name in enumerate(("pearson", "spearman")):
-            per = e["correlation"]["per_layer"]
-            r = np.array([c[name] for c in per])
-            lo = np.array([c[f"{name}_ci"][0] for c in per])
-            hi = np.array([c[f"{name}_ci"][1] for c in per])
-            x = np.arange(len(r))
-            axes[row][col].errorbar(x, r, yerr=[r - lo, hi - r], marker="o", ms=3, capsize=2,
-                                    label=f"{e['depth']} layers")
-    for col, w in enumerate(widths):
-        for row, name in enumerate(("Pearson", "Spearman")):
-            ax = axes[row][col]
-            ax.set_title(f"width {w}: {name} r with network accuracy", fontsize=9)
-            ax.set_xlabel("layer")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.suptitle("Correlation of each layer's accuracy with the network's (all epochs and seeds; 95% CI)")
-    save_figure(fig, path)
+    add("delay", "Deeper layers reach the accuracy level later",
+        [(f"{e['depth']}x{e['width']}", e["delay"]["concordance"], 0.0,
+          f"concordance of layer and crossing {_interval(e['delay']['concordance'])}; slope "
+          f"{_interval(e['delay']['slope'], '{:.2f}', ' epochs/layer')} ({e['delay']['left_censored']} left-, "
+          f"{e['delay']['right_censored']} right-censored of {e['delay']['crossings']} crossings, at their bounds)")
+         for e in reps])
+    if len(reps) >= 2:
+        narrow, wide = reps[0], reps[-1]
+        if narrow["depth"] == wide["depth"]:
+            est = welch_t(narrow["delay"]["slope_per_seed"], wide["delay"]["slope_per_seed"], rule["confidence"])
+            evidence = [(f"depth {wide['depth']}", est, 0.0, f"slope at width {wide['width']} minus width "
+                         f"{narrow['width']}: {_interval(est, '{:.2f}')} (Welch)")]
+        else:
+            evidence = []
+        add("width", f"The delay grows more with depth at the larger width ({wide['width']} vs {narrow['width']})",
+            evidence)
+    else:
+        add("width", "The delay grows more with depth at the larger width (paper: 1000 vs 100)", [])
+    strong = float(rule.get("strong_r", RULE["strong_r"]))
+    add("layer0", f"Layer 0's accuracy correlates strongly with the network's (r about 0.9; rule: above {strong})",
+        [(f"{e['depth']}x{e['width']}", e["r"]["pearson"][0], strong,
+          f"r {_interval(e['r']['pearson'][0])}, log(epoch) alone {_interval(e['r']['baseline'])}") for e in reps])
+    add("layer0_beyond_progress", "Layer 0 tracks the network beyond shared training progress (partial r > 0)",
+        [(f"{e['depth']}x{e['width']}", e["r"]["partial"][0], 0.0, f"partial r {_interval(e['r']['partial'][0])}")
+         for e in reps], paper=False)
+    add("fall", "Correlation falls with depth (paper: about 0.3-0.5 near layer 30)",
+        [(f"{e['depth']}x{e['width']}", e["fall"], 0.0,
+          f"slope of r over layers {_interval(e['fall'], '{:.4f}')}; last layer r {_interval(e['r']['pearson'][-1])}")
+         for e in reps if e["depth"] > 2])
+    add("fall_beyond_progress", "The progress-controlled correlation falls with depth",
+        [(f"{e['depth']}x{e['width']}", e["fall_beyond_progress"], 0.0,
+          f"slope of partial r over layers {_interval(e['fall_beyond_progress'], '{:.4f}')}")
+         for e in reps if e["depth"] > 2], paper=False)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- report
-def claims(results: dict) -> list[dict]:
-    """The paper's findings, each checked against these records with its evidence."""
-    entries = [e for e in results.values() if "slope" in e]
-    out = []
-    positive = [e for e in entries if e["slope"]["ci"][0] > 0]
-    delayed = [e for e in entries if np.isfinite(e["slope"]["slope"])]
-    out.append({
-        "claim": "Deeper layers reach the accuracy level later (positive slope of epoch-to-0.7 vs depth).",
-        "verdict": ("reproduced" if delayed and len(positive) == len(delayed) else
-                    "partly reproduced" if positive else "not reproduced"),
-        "evidence": "; ".join(f"{e['depth']}x{e['width']}: slope {e['slope']['slope']:.3f} epochs/layer, "
-                              f"95% CI [{e['slope']['ci'][0]:.3f}, {e['slope']['ci'][1]:.3f}]" for e in delayed)
-                    or "no configuration had layers reaching the level"})
-    widths = sorted({e["width"] for e in entries})
-    if len(widths) >= 2:
-        pairs = []
-        for d in sorted({e["depth"] for e in entries}):
-            by_w = {e["width"]: e for e in entries if e["depth"] == d}
-            if widths[0] in by_w and widths[-1] in by_w:
-                pairs.append((d, by_w[widths[0]]["slope"]["slope"], by_w[widths[-1]]["slope"]["slope"]))
-        steeper = [p for p in pairs if np.isfinite(p[1]) and np.isfinite(p[2]) and p[2] > p[1]]
-        out.append({
-            "claim": f"The delay grows more with depth at the larger width ({widths[-1]} vs {widths[0]}).",
-            "verdict": ("reproduced" if pairs and len(steeper) == len(pairs) else
-                        "partly reproduced" if steeper else "not reproduced"),
-            "evidence": "; ".join(f"depth {d}: slope {a:.3f} (width {widths[0]}) vs {b:.3f} (width {widths[-1]})"
-                                  for d, a, b in pairs) or "no depth has both widths"})
-    else:
-        out.append({"claim": "The delay grows more with depth at the larger width (paper: 1000 vs 100).",
-                    "verdict": "not tested", "evidence": f"this grid has one width ({widths[0] if widths else '-'})"})
-    first = [e["correlation"]["per_layer"][0]["pearson"] for e in entries]
-    falling = [e for e in entries if e["correlation"]["slope_ci"][1] < 0]
-    deep = [e for e in entries if e["depth"] > 2]
-    out.append({
-        "claim": "Layer 0's accuracy correlates strongly with the network's (r about 0.9).",
-        "verdict": "reproduced" if first and np.nanmin(first) >= 0.8 else "not reproduced",
-        "evidence": "; ".join(f"{e['depth']}x{e['width']}: r = {e['correlation']['per_layer'][0]['pearson']:.3f}"
-                              for e in entries)})
-    out.append({
-        "claim": "Correlation falls with depth (paper: about 0.3-0.5 near layer 30).",
-        "verdict": ("reproduced" if deep and all(e in falling for e in deep) else
-                    "partly reproduced" if falling else "not reproduced"),
-        "evidence": "; ".join(f"{e['depth']}x{e['width']}: last layer r = "
-                              f"{e['correlation']['per_layer'][-1]['pearson']:.3f}, slope "
-                              f"{e['correlation']['slope']:.4f}/layer, 95% CI [{e['correlation']['slope_ci'][0]:.4f}, "
-                              f"{e['correlation']['slope_ci'][1]:.4f}]" for e in deep) or "no configuration deeper than 2"})
-    return out
+HEADER = ["config", "seeds", "test acc (network)", "delay: concordance [CI]", "delay: slope, epochs/layer [CI]",
+          "censored (left/right)", "r layer 0 [CI]", "partial r layer 0 [CI]", "r last layer [CI]",
+          "r of log(epoch)", "slope of r per layer [CI]"]
+
+
+TERMINAL = (0, 1, 2, 3, 6, 7, 10)  # the columns that fit a terminal
 
 
 def config_rows(results: dict) -> list[list]:
     rows = []
     for e in sorted(results.values(), key=lambda e: (e["width"], e["depth"])):
-        if "slope" not in e:
-            rows.append([f"{e['depth']}x{e['width']}", 0, "-", "-", "-", "-", "-", "-"])
+        name = f"{e['depth']}x{e['width']}" + (" (prefix)" if e.get("prefix_of") else "")
+        if "delay" not in e:
+            rows.append([name, 0] + ["-"] * (len(HEADER) - 2))
             continue
-        corr = e["correlation"]["per_layer"]
-        rows.append([f"{e['depth']}x{e['width']}", len(e["seeds"]),
-                     f"{fmt(e['test_net'][0], '{:.4f}')} +/- {fmt(e['test_net'][1], '{:.4f}')}",
-                     f"{e['slope']['slope']:.3f} [{e['slope']['ci'][0]:.3f}, {e['slope']['ci'][1]:.3f}]",
-                     e["never_reached"], f"{corr[0]['pearson']:.3f} / {corr[0]['spearman']:.3f}",
-                     f"{corr[-1]['pearson']:.3f} / {corr[-1]['spearman']:.3f}",
-                     f"{e['correlation']['slope']:.4f} [{e['correlation']['slope_ci'][0]:.4f}, "
-                     f"{e['correlation']['slope_ci'][1]:.4f}]"])
+        d, r = e["delay"], e["r"]
+        ci = lambda est, spec="{:.3f}": (f"{fmt(est.get('mean', est.get('r')), spec)} "  # noqa: E731
+                                         f"[{fmt(est['ci'][0], spec)}, {fmt(est['ci'][1], spec)}]")
+        rows.append([name, len(e["seeds"]), f"{fmt(e['test_net'][0], '{:.4f}')} +/- {fmt(e['test_net'][1], '{:.4f}')}",
+                     ci(d["concordance"], "{:.2f}"), ci(d["slope"], "{:.2f}"),
+                     f"{d['left_censored']}/{d['right_censored']} of {d['crossings']}",
+                     ci(r["pearson"][0]), ci(r["partial"][0]), ci(r["pearson"][-1]), fmt(r["baseline"]["r"]),
+                     ci(e["fall"], "{:.4f}")])
     return rows
-
-
-HEADER = ["config", "seeds", "test acc (network)", "epoch-to-level slope [95% CI]", "layers never at level",
-          "r layer 0 (P / S)", "r last layer (P / S)", "r slope per layer [95% CI]"]
-
-
-def write_report(root: Path, study, results: dict, opts: dict, band: str | None) -> str:
-    from ..config import RunConfig
-    from ..records import RunDir
-
-    grid = study.grid
-    any_cell = next((p for p in sorted((root / "cells").glob("*/config.toml"))), None)
-    cfg = RunDir(any_cell.parent).config() if any_cell else RunConfig()
-    lines = [f"# Depth/correlation study: {study.layer_type} layers, `{study.grid_name}` grid", "",
-             f"Generated by `python -m ffhw.run study --report {root}` from the records in `cells/` "
-             "(no retraining). Study definition: `experiments/depth_correlation.toml`.", ""]
-    if study.grid_name != "paper":
-        lines += [f"**This is the reduced `{study.grid_name}` grid, not the paper's**: "
-                  f"{grid.get('note', 'fewer depths, seeds and epochs than Adamson 2025')}", ""]
-    lines += ["## What ran", "",
-              "- factors: " + ", ".join(f"{k} = {v}" for k, v in grid["factors"].items()),
-              f"- seeds per configuration: {grid.get('seeds', 1)}"
-              + "".join(f"; {r['seeds']} for {r['match']}" for r in grid.get("extra", [])),
-              f"- data: {cfg.data.dataset}, label encoding `{cfg.data.encoding}`, "
-              f"{cfg.data.train_subset or 'all'} training images, {cfg.data.val_size} validation images "
-              "(held out from the training set)",
-              f"- model: {study.layer_type} layers, goodness `{cfg.model.goodness}`, loss `{cfg.model.loss}`, "
-              f"theta {cfg.model.theta} per unit, input norm `{cfg.model.norm}`, peer norm {cfg.model.peer_norm}, "
-              f"layer options {cfg.model.layer}",
-              f"- training: {cfg.train.epochs} epochs, {cfg.train.optimizer} lr {cfg.train.lr}, batch "
-              f"{cfg.train.batch_size}, schedule `{cfg.train.lr_schedule}`",
-              f"- layer accuracy: `{opts['layer_metric']}` on the `{opts['layer_split']}` split; network accuracy: "
-              f"`{next(iter(results.values()))['network_metric'] if results else opts['network_metric']}`; "
-              f"level {opts['level']}", ""]
-    statuses: dict[str, int] = {}
-    for e in results.values():
-        for k, v in e["status"].items():
-            statuses[k] = statuses.get(k, 0) + v
-    lines += ["Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())), ""]
-    lines += ["## Measured", "", markdown_table(HEADER, config_rows(results)), "",
-              "Slopes are least-squares fits of the seed-mean epoch-to-level against layer index, with 95% "
-              "percentile intervals from a bootstrap over seeds; r is over all epochs and seeds of a layer, "
-              "with Fisher-z 95% intervals in the figures. `nan`: the layer's accuracy never moved from chance "
-              "(a constant series has no correlation).", ""]
-    lines += ["## The paper's findings, checked", ""]
-    for c in claims(results):
-        lines += [f"- **{c['claim']}** {c['verdict'].capitalize()}: {c['evidence']}."]
-    lines += ["", "## Figures", "",
-              "![per-layer accuracy](figures/layer_accuracy.png)", "",
-              f"![std bands ({band})](figures/std_bands.png)" if band else "", "",
-              "![epoch to level](figures/epoch_to_level.png)", "",
-              "![correlation](figures/correlation.png)", ""]
-    text = "\n".join(lines)
-    (root / "REPORT.md").write_text(text)
-    return text
-
-
-def terminal_table(results: dict, title: str):
-    from rich.table import Table
-    t = Table(title=title, title_justify="left")
-    for h in HEADER:
-        t.add_column(h, justify="left" if h == "config" else "right")
-    for row in config_rows(results):
-        t.add_row(*map(str, row))
-    return t
 
 
 def analyze(root: Path, study, quiet: bool = False) -> dict:
@@ -365,24 +279,27 @@ def analyze(root: Path, study, quiet: bool = False) -> dict:
 
     from rich.console import Console
 
-    from ..records import atomic_write
-    from ..records import load_cells
+    from ..records import atomic_write, load_cells
+    from .depth_figures import draw_all
+    from .depth_report import terminal_table, write_report
 
     root = Path(root)
-    opts = {**ANALYSIS_DEFAULTS, **study.definition.get("analysis", {})}
+    options = dict(study.definition.get("analysis", {}))
+    opts = {**ANALYSIS_DEFAULTS, **options, "rule": {**RULE, **options.get("rule", {})}}
     results = summarize(load_cells(root), opts)
-    figures = root / "figures"
-    figure_curves(results, opts, figures / "layer_accuracy.png")
-    band = figure_bands(results, opts, figures / "std_bands.png")
-    figure_epoch_to_level(results, opts, figures / "epoch_to_level.png")
-    figure_correlation(results, figures / "correlation.png")
-    write_report(root, study, results, opts, band)
-    public = {k: {kk: vv for kk, vv in e.items() if kk not in ("layer", "net")} for k, e in results.items()}
-    out = {"options": opts, "configurations": public, "claims": claims(results)}
+    design = study.design
+    claim_list = claims(results, opts["rule"])
+    comparisons = depth_comparisons(results, design, opts["rule"]["confidence"])
+    figures = draw_all(results, opts, design, root / "figures")
+    write_report(root, study, results, opts, claim_list, comparisons, figures, config_rows(results), HEADER)
+    public = {k: {kk: vv for kk, vv in e.items() if kk not in ("layer", "net", "r_seed")} for k, e in results.items()}
+    out = {"options": opts, "design": design, "configurations": public, "claims": claim_list,
+           "depth_comparisons": comparisons}
     atomic_write(root / "analysis.json", json.dumps(json_ready(out), indent=1) + "\n")
     console = Console(quiet=quiet)
-    console.print(terminal_table(results, f"depth/correlation, {study.layer_type} layers ({study.grid_name} grid)"))
-    for c in out["claims"]:
-        console.print(f"- {c['claim']} [bold]{c['verdict']}[/bold]")
+    console.print(terminal_table([[r[i] for i in TERMINAL] for r in config_rows(results)], [HEADER[i] for i in TERMINAL],
+                                 f"depth/correlation, {study.layer_type} layers ({study.grid_name} grid)"))
+    for c in claim_list:
+        console.print(f"- {c['claim']}: [bold]{c['verdict']}[/bold]")
     console.print(f"report: {root / 'REPORT.md'}")
     return out
