@@ -142,7 +142,9 @@ def main(argv: list[str]) -> int:
     root = make_dir(Path(args.out) / safe_component(args.name or f"compare-{time.strftime('%Y%m%d-%H%M%S')}", "--name"),
                     "comparison directory")
     import tomli_w
-    atomic_write(root / "variants.toml", tomli_w.dumps({"variants": variants}))
+    saved = root / "variants.toml"  # a comparison grown by several --only runs keeps every definition it ran
+    earlier = load_toml(saved).get("variants", {}) if saved.exists() else {}
+    atomic_write(saved, tomli_w.dumps({"variants": {**earlier, **variants}}))
     run_variants(base, variants, root, args.quiet)
     report(root)
     return 0

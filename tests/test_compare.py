@@ -22,6 +22,9 @@ def test_compare_trains_variants_resumes_and_reports_from_records(tmp_path, caps
     (root / "comparison.json").unlink()
     assert main(["compare", "--report", str(root)]) == 0
     assert json.loads((root / "comparison.json").read_text()) == entries
+    assert main(["compare", *TINY, "--only", "quantized-8", "--out", str(tmp_path), "--name", "c"]) == 0
+    from ffhw.config import load_toml
+    assert list(load_toml(root / "variants.toml")["variants"]) == ["standard", "quantized-4", "quantized-8"]
 
 
 def test_compare_rejects_unknown_variant(tmp_path, capsys):

@@ -28,11 +28,16 @@ class ConvBlock(FFLayer):
         FFLayer.__init__(self, index, c * h * w, out_channels * oh * ow, seeds, model, options, generators)
         self.in_shape, self.out_shape, self.pool = tuple(in_shape), (out_channels, oh, ow), pool
         self.block_norm = model.block_norm
+        nc, nh, nw = self.norm_shape()
         if self.block_norm == "batch":
-            self.bn = nn.BatchNorm2d(seeds * c)
+            self.bn = nn.BatchNorm2d(seeds * nc)
         elif self.block_norm == "layer":  # over C, H, W per sample, with an affine map per seed
-            self.ln_weight = nn.Parameter(torch.ones(seeds, 1, c, h, w))
-            self.ln_bias = nn.Parameter(torch.zeros(seeds, 1, c, h, w))
+            self.ln_weight = nn.Parameter(torch.ones(seeds, 1, nc, nh, nw))
+            self.ln_bias = nn.Parameter(torch.zeros(seeds, 1, nc, nh, nw))
+
+    def norm_shape(self) -> tuple[int, int, int]:
+        """The (C, H, W) the block normaliser acts on: the block's input here; a type may normalise elsewhere."""
+        return self.in_shape
 
     @staticmethod
     def conv_init(out_channels: int, in_channels: int, generators) -> torch.Tensor:
@@ -60,10 +65,12 @@ class ConvBlock(FFLayer):
             return (x - mean) / torch.sqrt(var + 1e-5) * self.ln_weight + self.ln_bias
         return x
 
-    def conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Seed-grouped 3x3 convolution: x [S, N, C, H, W], weight [S, O, C, 3, 3] -> [S, N, O, H, W]."""
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Seed-grouped 3x3 convolution: x [S, N, C, H, W], weight [S, O, C, 3, 3], bias [S, O] or None
+        -> [S, N, O, H, W]."""
         s, o = weight.shape[:2]
-        y = F.conv2d(self.grouped(x), weight.reshape(s * o, *weight.shape[2:]), padding=1, groups=s)
+        y = F.conv2d(self.grouped(x), weight.reshape(s * o, *weight.shape[2:]),
+                     None if bias is None else bias.reshape(s * o), padding=1, groups=s)
         return self.ungrouped(y, s)
 
     def maybe_pool(self, y: torch.Tensor) -> torch.Tensor:
@@ -76,8 +83,8 @@ class ConvBlock(FFLayer):
         raise TypeError("conv blocks take the label as an input channel: use LabelChannel.all_labels")
 
     def block_norm_module(self, seed: int) -> nn.Module:
-        """This seed's block-input normaliser as a plain eval-mode module, for export."""
-        c, h, w = self.in_shape
+        """This seed's block normaliser as a plain eval-mode module, for export."""
+        c, h, w = self.norm_shape()
         if self.block_norm == "batch":
             bn = nn.BatchNorm2d(c).eval()
             sl = slice(seed * c, (seed + 1) * c)

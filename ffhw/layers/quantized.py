@@ -10,13 +10,14 @@
 - Bias: int32 with scale = input scale x weight scale (Int32Bias), as integer kernels expect.
 - Scales of inputs and activations are learned from statistics, then as parameters, per layer and seed.
 Only quantizers that Brevitas can export to QCDQ are used (besides the optional binary weights).
+Conv blocks of this type: quantized_conv.py.
 
 Layers train seed-batched: Brevitas modules have no seed dimension (and `torch.vmap` does not
 go through its autograd functions), so `SeedActQuant` and `QuantizedLayer.weight_scale` / `int_weight` restate
 exactly these Brevitas quantizers with a leading seed dimension, every scale per seed, built from Brevitas's own
 straight-through functions. For export, each seed becomes a Brevitas `QuantUnit` holding the learned values
 (tests check training step by step against Brevitas units, and ONNX parity). Conv blocks run seeds as groups
-of one grouped convolution, with the same quantizers.
+of one grouped convolution, with the same quantizers (quantized_conv.py).
 """
 from __future__ import annotations
 
@@ -26,13 +27,12 @@ from dataclasses import dataclass
 import torch
 from brevitas import nn as qnn
 from brevitas.function.ops_ste import binary_sign_ste, round_ste, scalar_clamp_min_ste, scalar_clamp_ste
-from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat, Int32Bias,
+from brevitas.quant import (Int8WeightPerChannelFloat, Int8WeightPerTensorFloat, Int32Bias,
                             SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat)
 from torch import nn
 
 from ..errors import FFHWError
 from .base import FFLayer, LayerOutput, register
-from .conv import ConvBlock
 from .ops import init_std, normalize, seed_normal
 
 
@@ -54,6 +54,11 @@ class QuantizedOptions:
     act_bits: int = 8
     input_bits: int = 8
     scaling: str = "tensor"  # tensor | channel: one weight scale per tensor or per output unit
+    # Clipping thresholds of inputs and activations: "learned" (Brevitas's default: percentile statistics for
+    # 300 steps, then a trained parameter) or "running" (the percentile statistics' running average all through
+    # training, frozen at export). Learned thresholds stay where the early statistics put them while activations
+    # grow, so a quarter of the active outputs end clipped, without gradient (measured: docs/layer-types.md).
+    thresholds: str = "running"
 
     def __post_init__(self):
         if not 1 <= self.weight_bits <= 8:
@@ -63,6 +68,12 @@ class QuantizedOptions:
                 raise ValueError(f"{name} = {getattr(self, name)} must be between 2 and 8")
         if self.scaling not in ("tensor", "channel"):
             raise ValueError(f"scaling = {self.scaling!r} is not one of tensor, channel")
+        if self.thresholds not in ("learned", "running"):
+            raise ValueError(f"thresholds = {self.thresholds!r} is not one of learned, running")
+
+    def stats_steps(self, collect_stats_steps: int) -> int:
+        """Training calls that read the thresholds from statistics (running: all of them)."""
+        return collect_stats_steps if self.thresholds == "learned" else RUNNING_STEPS
 
 
 def weight_quantizer(opts: QuantizedOptions, binary_scale: float) -> dict:
@@ -80,27 +91,33 @@ class QuantUnit(nn.Module):
                  collect_stats_steps: int = 300):
         super().__init__()
         self.input_quant = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=opts.input_bits,
-                                             return_quant_tensor=True, collect_stats_steps=collect_stats_steps)
+                                             return_quant_tensor=True,
+                                             collect_stats_steps=opts.stats_steps(collect_stats_steps))
         self.linear = qnn.QuantLinear(in_features, out_features, bias=True, bias_quant=Int32Bias,
                                       return_quant_tensor=False, **weight_quantizer(opts, init_std(out_features)))
         with torch.no_grad():
             self.linear.weight.copy_(weight.t())
             self.linear.bias.zero_()
         self.act = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=opts.act_bits, return_quant_tensor=False,
-                                 collect_stats_steps=collect_stats_steps)
+                                 collect_stats_steps=opts.stats_steps(collect_stats_steps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.linear(self.input_quant(x)))
 
 
 SCALE_MIN = 1e-10  # Brevitas's scaling_min_val for these quantizers
+RUNNING_STEPS = 2 ** 62  # "running" thresholds: statistics for every training call
+LEGACY_STATS_STEPS = 300  # what every quantizer used before the option existed
 
 
 def seed_abs_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
     """Brevitas's AbsPercentile over each seed's whole tensor: x [S, ...] -> [S]."""
     flat = x.reshape(x.shape[0], -1).abs()
-    k = int(math.floor(0.01 * q * flat.shape[1] + 0.5))  # 1-indexed, rounded as Brevitas does
-    return flat.kthvalue(max(k, 1), dim=1).values
+    k = max(int(math.floor(0.01 * q * flat.shape[1] + 0.5)), 1)  # 1-indexed, rounded as Brevitas does
+    top = flat.shape[1] - k + 1  # the same order statistic counted from the top
+    if top <= 64:  # near the maximum a partial top-k is far cheaper than a full selection, and exact
+        return flat.topk(top, dim=1).values[:, -1]
+    return flat.kthvalue(k, dim=1).values
 
 
 class SeedActQuant(nn.Module):
@@ -122,7 +139,16 @@ class SeedActQuant(nn.Module):
         self.register_buffer("buffer", torch.ones(seeds))
         self.register_buffer("counter", torch.zeros((), dtype=torch.long))
         self.count = 0  # host copy of `counter`: read every call without a device sync
+        # the regime is part of the model, so a model loads with the thresholds it was trained with
+        self.register_buffer("stats_steps", torch.tensor(collect_steps, dtype=torch.long))
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "count", int(module.counter)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # models saved before running thresholds existed were trained with Brevitas's 300 statistics steps
+        state_dict.setdefault(f"{prefix}stats_steps", torch.tensor(LEGACY_STATS_STEPS))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.stats_steps.device.type != "meta":
+            self.collect_steps = int(self.stats_steps)
 
     def _advance(self, count: int) -> None:
         self.count = count
@@ -174,8 +200,9 @@ class QuantizedLayer(FFLayer):
         self.collect_stats_steps = collect_stats_steps
         self.weight = nn.Parameter(seed_normal((in_features, out_features), init_std(out_features), generators))
         self.bias = nn.Parameter(torch.zeros(seeds, 1, out_features))
-        self.input_quant = SeedActQuant(seeds, options.input_bits, collect_stats_steps)
-        self.act_quant = SeedActQuant(seeds, options.act_bits, collect_stats_steps)
+        steps = options.stats_steps(collect_stats_steps)
+        self.input_quant = SeedActQuant(seeds, options.input_bits, steps)
+        self.act_quant = SeedActQuant(seeds, options.act_bits, steps)
 
     @classmethod
     def values_per_unit(cls, options: QuantizedOptions) -> int:
@@ -330,92 +357,3 @@ class QuantizedLayer(FFLayer):
         err = (reference - exported).abs().max().item() / self.output_step()
         return {"metric": "max abs error in output quantisation steps", "value": err, "tolerance": 1.0,
                 "ok": err <= 1.0 + 1e-3}
-
-
-class QuantConvUnit(nn.Module):
-    """One seed's quantized conv block after its float block normaliser: signed input quantizer (the
-    normalised input has both signs) -> QuantConv2d 3x3 (no bias) -> QuantReLU -> optional max-pool."""
-
-    def __init__(self, in_channels: int, out_channels: int, pool: bool, opts: QuantizedOptions, weight: torch.Tensor,
-                 collect_stats_steps: int = 300, binary_scale: float | None = None):
-        super().__init__()
-        self.input_quant = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=opts.input_bits,
-                                             return_quant_tensor=True, collect_stats_steps=collect_stats_steps)
-        self.conv = qnn.QuantConv2d(in_channels, out_channels, 3, padding=1, bias=False, return_quant_tensor=False,
-                                    **weight_quantizer(opts, binary_scale or float(weight.abs().mean())))
-        with torch.no_grad():
-            self.conv.weight.copy_(weight)
-        self.act = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=opts.act_bits, return_quant_tensor=False,
-                                 collect_stats_steps=collect_stats_steps)
-        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.act(self.conv(self.input_quant(x))))
-
-
-class QuantConvExport(nn.Module):
-    def __init__(self, norm: nn.Module, unit: QuantConvUnit):
-        super().__init__()
-        self.norm, self.unit = norm, unit
-
-    def forward(self, x):
-        h = self.unit(self.norm(x))
-        return h, h
-
-
-@register("quantized", kind="conv")
-class QuantizedConvBlock(ConvBlock, QuantizedLayer):
-    """Seed-batched quantized conv block (grouped convolution): block normaliser -> signed input quantizer
-    (the normalised input has both signs) -> 3x3 conv with quantized weights (no bias) -> QuantReLU ->
-    optional max-pool. Quantizers, statistics, export and parity rules are the FC layer's; each seed
-    exports as a `QuantConvUnit`."""
-
-    out_dim = 1  # weight [S, O, C, 3, 3]
-
-    def __init__(self, index, in_shape, out_channels, pool, seeds, model, options: QuantizedOptions, generators,
-                 collect_stats_steps: int = 300):
-        ConvBlock.__init__(self, index, in_shape, out_channels, pool, seeds, model, options, generators)
-        self.collect_stats_steps = collect_stats_steps
-        init = self.conv_init(out_channels, in_shape[0], generators)
-        self.weight = nn.Parameter(init)
-        # QuantConvUnit's constant scale for binary weights: the mean |initial weight| of each seed
-        self.register_buffer("binary_scales", init.abs().flatten(1).mean(1))
-        self.input_quant = SeedActQuant(seeds, options.input_bits, collect_stats_steps, signed=True)
-        self.act_quant = SeedActQuant(seeds, options.act_bits, collect_stats_steps)
-
-    def binary_scale(self) -> torch.Tensor:
-        return self.binary_scales
-
-    def forward(self, x: torch.Tensor) -> LayerOutput:
-        x_q, _ = self.input_quant(self.normalize_block(x))
-        w_scale = self.weight_scale()
-        h, _ = self.act_quant(torch.relu(self.conv(x_q, self.int_weight(w_scale) * w_scale)))
-        h = self.maybe_pool(h)
-        return LayerOutput(act=h, out=h)
-
-    def restack_units(self, units: list[dict]) -> dict:
-        weight = torch.stack([u["conv.weight"] for u in units])
-        return {"weight": weight, "binary_scales": weight.abs().flatten(1).mean(1)}
-
-    def unit_state(self, seed: int) -> dict:
-        return {"conv.weight": self.weight[seed].detach()}
-
-    def new_unit(self, seed: int) -> nn.Module:
-        return QuantConvUnit(self.in_shape[0], self.out_shape[0], self.pool, self.options, self.weight[seed].detach(),
-                             binary_scale=float(self.binary_scales[seed]))
-
-    def export_module(self, seed: int) -> nn.Module:
-        if self.options.weight_bits == 1:
-            raise FFHWError("binary weights cannot be exported to QCDQ ONNX; train with weight_bits >= 2 to export")
-        return QuantConvExport(self.block_norm_module(seed), self.export_unit(seed))
-
-    def op_counts(self, input_density: float) -> dict:
-        counts = ConvBlock.op_counts(self, input_density)
-        o = self.options
-        return {**counts, "mac_kind": "int8_mac", "bops": counts["macs"] * o.weight_bits * o.input_bits}
-
-    def deployed_weight_bytes(self) -> float:
-        o = self.options
-        c = self.in_shape[0]
-        scales = self.out_shape[0] if o.scaling == "channel" else 1
-        return self.out_shape[0] * c * 9 * o.weight_bits / 8 + (scales + 2) * 4  # no bias in conv blocks

@@ -261,24 +261,53 @@ class SpikingLayer(FFLayer):
 
 @register("spiking", kind="conv")
 class SpikingConvBlock(ConvBlock, SpikingLayer):
-    """Conv 3x3 (no bias) once over all T*N rows -> LIF neurons over T steps -> max-pool of each step's spikes
-    (a logical OR). The block normaliser applies to analog inputs only; spikes stay binary."""
+    """Conv 3x3 (no bias) once over all T*N rows -> block normaliser on the current -> LIF neurons over T
+    steps -> max-pool of each step's spikes (a logical OR).
+
+    The normaliser acts on the input current of every block, analog-fed or spike-fed (spikes stay binary,
+    so normalising the block input would reach block 0 only): batch norm over (N, T, H, W) per channel, as
+    threshold-dependent batch norm does, or layer norm over (C, H, W) per sample and step. Evaluation runs
+    batch norm folded into the conv's weights and a per-channel bias, exactly as exported; layer norm needs
+    each sample's statistics at run time, so it stays an operator of the exported graph."""
 
     def __init__(self, index, in_shape, out_channels, pool, seeds, model, options: SpikingOptions, generators):
         ConvBlock.__init__(self, index, in_shape, out_channels, pool, seeds, model, options, generators)
         self.weight = nn.Parameter(self.conv_init(out_channels, in_shape[0], generators))
         self.lif = make_lif(options)
 
+    def norm_shape(self) -> tuple[int, int, int]:
+        return (self.out_shape[0], *self.in_shape[1:])  # the current, before pooling
+
+    def needs_calibration(self) -> bool:
+        # a normalised current does not scale with the weights: there is no gain to calibrate
+        return super().needs_calibration() and self.block_norm == "none"
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Conv weights [S, O, C, 3, 3] and bias [S, O] (None without batch norm) with eval-mode batch norm
+        folded in: BN(conv(x, w)) = conv(x, w * g) + (beta - mean * g), g = gamma / sqrt(var + eps)."""
+        if self.block_norm != "batch":
+            return self.weight, None
+        s, o = self.seeds, self.out_shape[0]
+        gain = (self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)).view(s, o)
+        bias = self.bn.bias.view(s, o) - self.bn.running_mean.view(s, o) * gain
+        return self.weight * gain.view(s, o, 1, 1, 1), bias
+
+    def current(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised input current [S, M, O, H, W] of inputs [S, M, C, H, W] (M = N, or N*T for spikes)."""
+        if self.block_norm == "batch" and not self.training:
+            return self.conv(x, *self.folded())
+        return self.normalize_block(self.conv(x, self.weight))
+
     def pool_spikes(self, spikes: torch.Tensor) -> torch.Tensor:
         return self.maybe_pool(spikes)
 
     def forward(self, x: torch.Tensor) -> LayerOutput:
         if x.dim() == 5 and self.options.encoding == "direct":
-            return self.integrate(self.conv(self.normalize_block(x), self.weight), constant=True)
+            return self.integrate(self.current(x), constant=True)
         if x.dim() == 5:
             x = rate_encode(x, self.steps, self.noise_generators, time_dim=2)
         s, n, t = x.shape[:3]
-        current = self.conv(x.reshape(s, n * t, *x.shape[3:]), self.weight)
+        current = self.current(x.reshape(s, n * t, *x.shape[3:]))
         return self.integrate(current.reshape(s, n, t, *current.shape[2:]), constant=False)
 
     def op_counts(self, input_density: float) -> dict:
@@ -291,8 +320,18 @@ class SpikingConvBlock(ConvBlock, SpikingLayer):
                 "neuron_updates": updates}
 
     def export_module(self, seed: int) -> nn.Module:
-        conv = nn.Conv2d(self.in_shape[0], self.out_shape[0], 3, padding=1, bias=False)
+        weight, bias = self.folded()
+        conv = nn.Conv2d(self.in_shape[0], self.out_shape[0], 3, padding=1, bias=bias is not None)
         with torch.no_grad():
-            conv.weight.copy_(self.weight[seed])
-        return SpikingExport(self.block_norm_module(seed), conv, self.options, self.analog_input(),
+            conv.weight.copy_(weight[seed])
+            if bias is not None:
+                conv.bias.copy_(bias[seed])
+        norm = self.block_norm_module(seed) if self.block_norm == "layer" else nn.Identity()
+        return SpikingExport(nn.Identity(), nn.Sequential(conv, norm), self.options, self.analog_input(),
                              nn.MaxPool2d(2) if self.pool else None)
+
+    def export_meta(self) -> dict:
+        where = {"batch": "batch norm folded into the conv weights and a per-channel bias",
+                 "layer": "layer norm on the current (per-sample statistics at run time: not foldable)",
+                 "none": "none"}[self.block_norm]
+        return {**super().export_meta(), "current_norm": where}

@@ -53,7 +53,8 @@ def test_deployed_bytes_shrink_with_bits():
     assert make(4).deployed_weight_bytes() < make(8).deployed_weight_bytes() < 64 * 32 * 4
 
 
-@pytest.mark.parametrize("options", [{}, {"scaling": "channel", "weight_bits": 4, "act_bits": 4},
+@pytest.mark.parametrize("options", [{}, {"thresholds": "learned"},
+                                     {"scaling": "channel", "weight_bits": 4, "act_bits": 4, "thresholds": "learned"},
                                      {"weight_bits": 2, "input_bits": 6}, {"weight_bits": 1}])
 def test_seed_batched_layer_trains_like_one_brevitas_unit_per_seed(options):
     """The seed-batched quantizers restate Brevitas's: each seed's outputs, weights and learned clipping
@@ -105,11 +106,11 @@ def test_models_saved_with_one_brevitas_unit_per_seed_still_load():
     assert torch.allclose(fresh(x).act, layer(x).act, atol=1e-6)
 
 
-@pytest.mark.parametrize("options", [{}, {"scaling": "channel", "weight_bits": 4, "act_bits": 4, "input_bits": 6},
+@pytest.mark.parametrize("options", [{}, {"thresholds": "learned"}, {"scaling": "channel", "weight_bits": 4, "act_bits": 4, "input_bits": 6},
                                      {"weight_bits": 1}])
 def test_seed_batched_conv_block_trains_like_one_brevitas_unit_per_seed(options):
     """Conv blocks: seeds as groups of one convolution, each following its own Brevitas QuantConvUnit."""
-    from ffhw.layers.quantized import QuantConvUnit
+    from ffhw.layers.quantized_conv import QuantConvUnit
     cls = get_layer_type("quantized", conv=True)
     opts = cls.resolve_options(options)
     seeds, collect = 2, 3
@@ -148,7 +149,7 @@ def test_seed_batched_conv_block_trains_like_one_brevitas_unit_per_seed(options)
 
 
 def test_conv_blocks_saved_with_one_brevitas_unit_per_seed_still_load():
-    from ffhw.layers.quantized import QuantConvUnit
+    from ffhw.layers.quantized_conv import QuantConvUnit
     cls = get_layer_type("quantized", conv=True)
     opts = cls.resolve_options({})
     make_block = lambda: cls(0, (3, 8, 8), 5, True, 2, ModelConfig(block_norm="none"), opts,  # noqa: E731
@@ -164,3 +165,25 @@ def test_conv_blocks_saved_with_one_brevitas_unit_per_seed_still_load():
     fresh.eval(), block.eval()
     x = torch.randn(2, 4, 3, 8, 8)
     assert torch.allclose(fresh(x).act, block(x).act, atol=1e-6)
+
+
+def test_running_thresholds_follow_the_activations_through_training_and_export():
+    """thresholds = running: the clipping thresholds stay the percentile statistics' running average after
+    the 300 steps that learned thresholds collect; export carries them; learned thresholds stop following."""
+    cls = get_layer_type("quantized")
+    layers = {}
+    for mode in ("learned", "running"):
+        opts = cls.resolve_options({"thresholds": mode})
+        layer = cls(0, 64, 32, 2, ModelConfig(norm="none"), opts, seed_generators([0, 1], "init", 0)).train()
+        gen = torch.Generator().manual_seed(0)
+        for step in range(400):  # inputs grow threefold after the statistics phase
+            scale = 1.0 if step < 300 else 3.0
+            layer(scale * torch.rand(2, 50, 64, generator=gen))
+        layers[mode] = layer
+    learned, running = (layers[m].input_quant.deployed_threshold() for m in ("learned", "running"))
+    assert torch.all(running > 2.5 * learned)  # the running statistics saw the larger inputs
+    unit = layers["running"].export_unit(1)
+    act = "act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value"
+    assert torch.allclose(unit.state_dict()[f"input_quant.{act}"], running[1])
+    with pytest.raises(ConfigError, match="thresholds"):
+        cls.resolve_options({"thresholds": "adaptive"})

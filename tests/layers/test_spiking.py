@@ -50,7 +50,7 @@ def calibrated_net(seeds, seed=0, conv=False, init_rate=0.2):
     from conftest import conv_config, small_config
     from ffhw.model import FFNet
     options = {"init_rate": init_rate, "steps": 4}
-    cfg = conv_config("spiking", options, seeds=seeds, seed=seed) if conv else \
+    cfg = conv_config("spiking", options, block_norm="none", seeds=seeds, seed=seed) if conv else \
         small_config("spiking", hidden=(50,) * 6, seeds=seeds, seed=seed)
     cfg.model.layer = options
     net = FFNet(cfg.validate(), (1, 28, 28), 10)
@@ -79,3 +79,62 @@ def test_calibration_of_stacked_seeds_equals_separate():
     alone, _ = calibrated_net(1, seed=1)
     for a, b in zip(both.layers, alone.layers):
         assert torch.allclose(a.weight[1], b.weight[0], rtol=1e-5, atol=1e-6)
+
+
+def spiking_conv_net(block_norm, seeds=2):
+    from conftest import conv_config
+    from ffhw.model import FFNet
+    cfg = conv_config("spiking", {"steps": 4}, block_norm=block_norm, seeds=seeds)
+    return FFNet(cfg, (1, 28, 28), 10)
+
+
+def block_rates(net, images):
+    with torch.no_grad():
+        out, _ = net.first_layer_all_labels(images)
+        outs = [out, *net.forward_layers(out.out, start=1)]
+    return [o.act.flatten(2).mean((1, 2)) for o in outs]
+
+
+IMAGES = (torch.rand(24, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+
+
+def test_conv_normaliser_acts_on_every_block_and_keeps_deep_blocks_firing():
+    """The block normaliser acts on every spiking block's current, spike-fed ones included: batch and
+    layer norm give different spikes from block 1 on, and no block starts silent (without a normaliser
+    the deep blocks of this network do)."""
+    rates = {}
+    for norm in ("batch", "layer", "none"):
+        torch.manual_seed(0)
+        net = spiking_conv_net(norm).train()
+        assert (norm == "none") == (not any(n in name for name, _ in net.layers[3].named_parameters()
+                                            for n in ("bn.", "ln_")))
+        rates[norm] = block_rates(net, IMAGES)
+    for norm in ("batch", "layer"):
+        assert all(0.02 < r.min() and r.max() < 0.6 for r in rates[norm]), (norm, rates[norm])
+    assert any(not torch.allclose(b, l) for b, l in zip(rates["batch"][1:], rates["layer"][1:]))
+    assert rates["none"][-1].max() < 0.02, rates["none"]
+
+
+def test_folded_batch_norm_gives_the_same_spikes():
+    """Evaluation and export run batch norm folded into the conv: the folded current equals batch norm of
+    the conv current, and the exported module gives the layer's spikes exactly."""
+    net = spiking_conv_net("batch").train()
+    gen = torch.Generator().manual_seed(2)
+    for layer in net.layers:  # trained-looking normalisers: non-trivial affine maps and running statistics
+        with torch.no_grad():
+            layer.bn.weight.copy_(0.5 + torch.rand(layer.bn.weight.shape, generator=gen))
+            layer.bn.bias.copy_(torch.randn(layer.bn.bias.shape, generator=gen) * 0.3)
+    block_rates(net, IMAGES)  # training-mode calls update the running statistics
+    net.eval()
+    x, _ = net.first_layer_all_labels(IMAGES)
+    inp = x.out
+    for k, layer in enumerate(net.layers[1:], start=1):
+        with torch.no_grad():
+            folded = layer.current(inp.flatten(1, 2))
+            unfolded = layer.normalize_block(layer.conv(inp.flatten(1, 2), layer.weight))
+            assert torch.allclose(folded, unfolded, atol=1e-5), k
+            out = layer(inp)
+            seed = 1
+            rates, spikes = layer.export_module(seed).eval()(inp[seed])
+            assert torch.equal(spikes, out.out[seed]) and torch.equal(rates, out.act[seed]), k
+        inp = out.out
