@@ -117,7 +117,8 @@ def ordering(results: dict, pairs: list[list[str]], rule: dict | None = None) ->
     return checks
 
 
-def figure_per_dataset(results: dict, path: Path, draw, title: str, xlabel: str, ylabel: str) -> None:
+def figure_per_dataset(results: dict, path: Path, draw, title: str, xlabel: str, ylabel: str,
+                       chance: float | None = 0.1) -> None:
     """One subplot per dataset, one line per variant drawn by `draw(ax, entry, label)`."""
     plt = pyplot()
     datasets = list(results)
@@ -126,7 +127,8 @@ def figure_per_dataset(results: dict, path: Path, draw, title: str, xlabel: str,
     for ax, dataset in zip(axes[0], datasets):
         for i, (variant, e) in enumerate(results[dataset].items()):
             draw(ax, e, LABELS.get(variant, variant), (i - (len(results[dataset]) - 1) / 2) * 0.06)
-        ax.axhline(0.1, color="grey", lw=0.8, ls="--", label="chance (10 classes)")
+        if chance is not None:
+            ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance (10 classes)")
         ax.set_ylim(0.0, 1.02)  # accuracies on their whole range: a flat line stays flat
         ax.set_title(f"{dataset}: {title}", fontsize=9)
         ax.set_xlabel(xlabel)
@@ -254,7 +256,7 @@ def analyze(root: Path, study, quiet: bool = False) -> dict:
                        "block", "accuracy (argmax of the block's goodness)")
     figure_per_dataset(results, root / "figures" / "block_activity.png", draw_activity,
                        "share of active outputs per block (test)", "block",
-                       "activity (spike rate, or 1 - sparsity)")
+                       "activity (spike rate, or 1 - sparsity)", chance=None)
     figure_per_dataset(results, root / "figures" / "training_curves.png", draw_curve,
                        "validation accuracy (last block)", "epoch", "accuracy")
     write_report(root, study, results, checks, thesis, options.get("thesis_note", ""), rule)
