@@ -97,8 +97,7 @@ class FFNet(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(seeds, 1, num_classes))
         # Nested depth design: each prefix depth D has the classifiers a D-layer network of this config has.
         self.prefix_depths = list(m.prefix_depths)
-        self.prefix_classifiers = {d: classifier_layers(m.classifier_layers if d > 1 else "all", d)
-                                   for d in self.prefix_depths}
+        self.prefix_classifiers = {d: classifier_layers(m.classifier_layers, d) for d in self.prefix_depths}
         head_d = [sum(self.layers[k].units for k in self.prefix_classifiers[d]) if cfg.train.head else 0
                   for d in self.prefix_depths]
         self.prefix_head_weights = nn.ParameterList(nn.Parameter(torch.zeros(seeds, f, num_classes)) for f in head_d)
@@ -204,8 +203,8 @@ class FFNet(nn.Module):
         if prefix is None:
             layers, weight, logits = self.classifier_layers, self.head_weight, self.head_bias
         else:
-            d = self.prefix_depths[prefix]
-            layers, weight, logits = self.prefix_classifiers[d], self.prefix_head_weights[prefix], self.prefix_head_biases[prefix]
+            layers = self.prefix_classifiers[self.prefix_depths[prefix]]
+            weight, logits = self.prefix_head_weights[prefix], self.prefix_head_biases[prefix]
         offset = 0
         for k in layers:
             a = outputs[k].act.detach().flatten(2)

@@ -97,7 +97,8 @@ class StudyRunner:
                 if saved.get(key) != mine[key]:
                     raise ConfigError(f"{self.root} was started with {key} = {saved.get(key)!r}, not {mine[key]!r}; "
                                       f"pass --name to start another study directory")
-            if _grid_part(saved["definition"], saved["grid"]) != _grid_part(mine["definition"], mine["grid"]):
+            if (_grid_part(saved["definition"], saved["grid"], saved["layer_type"])
+                    != _grid_part(mine["definition"], mine["grid"], mine["layer_type"])):
                 raise ConfigError(f"the definition of study {self.study.name!r} changed since {self.root} was "
                                   f"started; restore it, or pass --name to start a new study directory")
             return
@@ -211,7 +212,8 @@ def analyze(root: Path, quiet: bool = False, options: list[str] | None = None) -
     source = Path(study.source) if Path(study.source).is_absolute() else repo_root() / study.source
     if study.source and source.is_file():  # analysis options may evolve after the cells ran; what the cells trained may not
         current = load_toml(source)
-        if _grid_part(current, study.grid_name) == _grid_part(study.definition, study.grid_name):
+        if (_grid_part(current, study.grid_name, study.layer_type)
+                == _grid_part(study.definition, study.grid_name, study.layer_type)):
             study.definition["analysis"] = current.get("analysis", {})
     for item in options or []:
         key, sep, value = item.partition("=")

@@ -37,6 +37,7 @@ from .records import Cell, cell_key
 # ---------------------------------------------------------------------------------------------- definition
 DESIGNS = ("shared", "independent", "nested")
 
+
 @dataclass
 class Unit:
     """Seeds of one configuration trained as one (seed-batched) run."""
@@ -199,7 +200,8 @@ def choose_seed_batch(cfg: RunConfig, seeds: int, device_type: str | None = None
                       activation_values(cfg.train.batch_size, widest, values))
 
 
-def _grid_part(definition: dict, grid: str) -> dict:
-    """The parts of a definition that decide what a grid's cells train (documentation may change freely)."""
-    return {k: definition.get(k) for k in ("kind", "base", "layer_types", "levels")} | \
-        {"grid": definition.get("grids", {}).get(grid)}
+def _grid_part(definition: dict, grid: str, layer_type: str) -> dict:
+    """The parts of a definition that decide what a grid's cells of one layer type train (documentation and
+    other layer types' tables may change freely)."""
+    return {k: definition.get(k) for k in ("kind", "base", "levels")} | \
+        {"layer_type": definition.get("layer_types", {}).get(layer_type), "grid": definition.get("grids", {}).get(grid)}

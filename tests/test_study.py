@@ -155,3 +155,15 @@ def test_a_damaged_cell_record_gives_one_line(uninterrupted, tmp_path, capsys):
     assert main(["study", "--report", str(root), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(cell) in err and "delete that cell's folder" in err and err.count("\n") == 1
+
+
+def test_a_change_to_another_layer_types_table_leaves_a_study_directory_valid():
+    """What a grid's cells of one layer type train: another type's [layer_types.*] table is not part of it."""
+    import copy
+    from ffhw.config import find_preset, load_toml
+    from ffhw.study import _grid_part
+    definition = load_toml(find_preset("depth_correlation", "experiments"))
+    changed = copy.deepcopy(definition)
+    changed.setdefault("layer_types", {}).setdefault("spiking", {}).setdefault("train", {})["lr"] = 0.5
+    assert _grid_part(changed, "cpu", "standard") == _grid_part(definition, "cpu", "standard")
+    assert _grid_part(changed, "cpu", "spiking") != _grid_part(definition, "cpu", "spiking")

@@ -1,6 +1,6 @@
-"""FF layer types. Each module in this package defines one type and registers it; importing the
-package imports them all, so adding a layer type is adding one file here (`base`, `ops`, `conv` and
-`fused` hold what the types share)."""
+"""FF layer types. Each module in this package defines one type (or a type's conv blocks) and registers
+it; importing the package imports them all, so adding a layer type is adding one file here (`base`, `ops`,
+`conv` and `fused` hold what the types share)."""
 import importlib
 import pkgutil
 

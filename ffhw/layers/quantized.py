@@ -8,7 +8,8 @@
   help, measured); the layer's input (after normalisation) is quantized to
   unsigned `input_bits`, so the next layer receives quantized activations after normalisation.
 - Bias: int32 with scale = input scale x weight scale (Int32Bias), as integer kernels expect.
-- Scales of inputs and activations are learned from statistics, then as parameters, per layer and seed.
+- Clipping thresholds (scales) of inputs and activations per layer and seed: the running average of percentile
+  statistics all through training (`thresholds = "running"`, default), or Brevitas's statistics-then-learned.
 Only quantizers that Brevitas can export to QCDQ are used (besides the optional binary weights).
 Conv blocks of this type: quantized_conv.py.
 
@@ -147,8 +148,7 @@ class SeedActQuant(nn.Module):
         # models saved before running thresholds existed were trained with Brevitas's 300 statistics steps
         state_dict.setdefault(f"{prefix}stats_steps", torch.tensor(LEGACY_STATS_STEPS))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self.stats_steps.device.type != "meta":
-            self.collect_steps = int(self.stats_steps)
+        self.collect_steps = int(self.stats_steps)
 
     def _advance(self, count: int) -> None:
         self.count = count

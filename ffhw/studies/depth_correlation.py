@@ -121,9 +121,14 @@ def delay_stats(time: np.ndarray, status: np.ndarray, confidence: float) -> dict
             "crossings": int(status.size)}
 
 
+def resolve_options(options: dict) -> dict:
+    """The definition's [analysis] options over the defaults (its rule table over the default rule)."""
+    return {**ANALYSIS_DEFAULTS, **options, "rule": {**RULE, **options.get("rule", {})}}
+
+
 def summarize(cells: list[dict], options: dict) -> dict:
     """Every number of the report, per configuration."""
-    opts = {**ANALYSIS_DEFAULTS, **options}
+    opts = resolve_options(options)
     conf = opts["rule"]["confidence"]
     results = {}
     for key, group in group_cells(expand_nested(cells)).items():
@@ -284,8 +289,7 @@ def analyze(root: Path, study, quiet: bool = False) -> dict:
     from .depth_report import terminal_table, write_report
 
     root = Path(root)
-    options = dict(study.definition.get("analysis", {}))
-    opts = {**ANALYSIS_DEFAULTS, **options, "rule": {**RULE, **options.get("rule", {})}}
+    opts = resolve_options(study.definition.get("analysis", {}))
     results = summarize(load_cells(root), opts)
     design = study.design
     claim_list = claims(results, opts["rule"])
