@@ -21,6 +21,10 @@ class RunDirError(FFHWError):
     """A run directory is missing, incomplete or would be overwritten."""
 
 
+class ExportError(FFHWError):
+    """An export failed its parity check, or a bundle is incomplete, tampered with or mismatched."""
+
+
 def run_cli(main, argv) -> int:
     """Run a command's main: a user-facing error (or a file the system refuses) becomes one line on stderr
     and exit status 2, never a traceback; what was already written stays."""

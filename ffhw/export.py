@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import FFHWError
+from .errors import ExportError
 
 OPSET = 17
 ACCURACY_TOLERANCE = 0.0005  # 0.05% of the test images may be decided differently
@@ -35,10 +35,6 @@ def decision_flips(reference_scores: torch.Tensor, predictions: torch.Tensor) ->
     scale = reference_scores.abs().amax(1).clamp_min(1e-12)
     return int(((best - chosen) > TIE_TOLERANCE * scale).sum())
 BUNDLE_VERSION = 1
-
-
-class ExportError(FFHWError):
-    """An export failed its parity check, or a bundle is incomplete, tampered with or mismatched."""
 
 
 def goodness(act: torch.Tensor, kind: str) -> torch.Tensor:
@@ -127,8 +123,9 @@ INTEGER_OPS = ("QGemm", "QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvIn
 
 def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index: int = 0,
                classifier: str = "goodness", parity_samples: int = 512, name: str | None = None,
-               qonnx: bool = False, accuracy_samples: int | None = None, log=print) -> Path:
-    """Export every layer of a trained run and its classifier; check parity; write the manifest."""
+               qonnx: bool = False, accuracy_samples: int | None = None, log=print, nir: bool = False) -> Path:
+    """Export every layer of a trained run and its classifier; check parity; write the manifest. `qonnx`
+    adds executed QONNX files (deploy_qonnx), `nir` NIR graphs checked by NIR consumers (deploy_nir)."""
     from .data import load as load_data
     from .config import safe_component
     from .files import make_dir
@@ -138,6 +135,14 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
     model, cfg = load_model(run_dir)
     if not 0 <= seed_index < model.seeds:
         raise ExportError(f"--seed-index {seed_index} is out of range: the run has {model.seeds} seed(s)")
+    if qonnx:
+        from .deploy_qonnx import require_qonnx
+        require_qonnx()
+    if nir:  # refuse a network without a NIR form before anything is written
+        from .deploy_nir import DT, require_nir
+        require_nir()
+        for layer in model.layers:
+            layer.export_nir(seed_index, DT)
     bundle = Path(out_root) / safe_component(name or run_dir.resolve().name, "bundle name (--name)")
     if bundle.is_dir() and any(bundle.iterdir()):
         raise ExportError(f"{bundle} already holds a bundle; remove it or pass --name")
@@ -155,6 +160,12 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
     log(f"classifier.onnx: test accuracy onnxruntime {classifier_entry['test_accuracy_onnxruntime']:.4f}, "
         f"torch {classifier_entry['test_accuracy_torch']:.4f}")
     files = [e["file"] for e in layers] + [e["qonnx_file"] for e in layers if "qonnx_file" in e] + ["classifier.onnx"]
+    nir_section = None
+    if nir:
+        from .deploy_nir import export_nir
+        nir_section = export_nir(model, seed_index, images, labels, bundle)
+        files += [e["file"] for e in nir_section["layers"]] + ["network.nir", "nir_front.onnx"]
+        log("NIR: " + "; ".join(f"{name} {describe_consumer(r)}" for name, r in nir_section["network"]["consumers"].items()))
     manifest = {
         "bundle_version": BUNDLE_VERSION, "run": str(run_dir), "run_name": run_dir.name,
         "layer_type": cfg.model.layer_type, "seed": model.seed_list[seed_index], "dataset": d.name,
@@ -166,8 +177,16 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
         "files": {f: {"bytes": (bundle / f).stat().st_size, "sha256": sha256(bundle / f)} for f in files},
         "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if nir_section:
+        manifest["nir"] = nir_section
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return bundle
+
+
+def describe_consumer(result: dict) -> str:
+    if result["ok"] is None:
+        return f"refused ({result['refused']})"
+    return f"{result['share_of_differing_spikes']:.3g} of spikes differ"
 
 
 def export_layers(model, seed_index: int, goodness_kind: str, images: torch.Tensor, labels: torch.Tensor,
@@ -190,7 +209,8 @@ def export_layers(model, seed_index: int, goodness_kind: str, images: torch.Tens
         entry["threshold"] = model.objectives[k].threshold
         entries.append(entry)
         log(f"layer {k}: {entry['file']} {(bundle / entry['file']).stat().st_size:,} bytes, parity "
-            f"{entry['parity']['metric']} = {entry['parity']['value']:.3g}")
+            f"{entry['parity']['metric']} = {entry['parity']['value']:.3g}"
+            + (f"; {entry['qonnx_file']}: qonnx executor {entry['qonnx_parity']['value']:.3g}" if "qonnx_file" in entry else ""))
     return entries, cores
 
 
@@ -219,11 +239,9 @@ def export_layer(layer, k: int, graph: nn.Module, args: tuple, input_names: list
     if layer.weight_bits() < 32 and not any(op in ops for op in INTEGER_OPS):
         raise ExportError(f"{path.name}: onnxruntime did not fuse the quantized layer into integer kernels "
                           f"(optimised ops: {', '.join(sorted(ops))})")
-    if qonnx:  # for FINN; onnxruntime cannot load QONNX, so it is listed, not parity-checked
-        qpath = path.with_name(f"layer_{k:02d}.qonnx.onnx")
-        q_exporter = layer.export_qonnx(graph, args, qpath, input_names, ["out", "goodness"], dynamic)
-        if q_exporter:
-            entry["qonnx_file"], entry["qonnx_exporter"] = qpath.name, q_exporter
+    if qonnx:  # for FINN: run by qonnx's own executor and compared, like the ONNX file above
+        from .deploy_qonnx import write_qonnx
+        entry.update(write_qonnx(layer, graph, args, input_names, path.with_name(f"layer_{k:02d}.qonnx.onnx"), ref_out))
     return entry, ref_out
 
 
@@ -299,9 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     from .model import CLASSIFIERS
     p.add_argument("--classifier", choices=CLASSIFIERS, default="goodness",
                    help="classifier.onnx: summed goodness over labels (default) or the linear head")
-    p.add_argument("--qonnx", action="store_true", help="also write QONNX files (for FINN) of quantized layers")
+    p.add_argument("--qonnx", action="store_true",
+                   help="also write QONNX files (for FINN) of quantized layers, run by qonnx's executor (ffhw[qonnx])")
+    p.add_argument("--nir", action="store_true",
+                   help="also write NIR graphs of a spiking network, checked by NIR consumers (ffhw[nir])")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    bundle = export_run(args.run_dir, args.out, args.seed_index, args.classifier, name=args.name, qonnx=args.qonnx)
+    bundle = export_run(args.run_dir, args.out, args.seed_index, args.classifier, name=args.name, qonnx=args.qonnx,
+                        nir=args.nir)
     print(f"bundle written to {bundle}")
     return 0
 

@@ -1,4 +1,5 @@
-"""Hardware cost model of a trained network, measured on the test set.
+"""Hardware cost model of a trained network, measured on the test set: `python -m ffhw.hardware RUN_DIR`
+(or `python -m ffhw.run cost RUN_DIR`) prints it beside NeuroBench's metrics and writes RUN_DIR/cost.json.
 
 Per layer and per pass of one sample: dense MACs, MACs on non-zero inputs (what zero-skipping hardware
 executes), synaptic operations (ACs: input spikes x fan-out, spiking layers), BOPs (MACs x weight bits x
@@ -10,6 +11,11 @@ Per classification, the goodness classifier runs layer 0 once per image (the lab
 inputs, see FFLayer.forward_labels) and every other layer once per label; the linear head runs each layer once.
 """
 from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
 
 import torch
 
@@ -57,3 +63,54 @@ def cost_model(model, images: torch.Tensor, seed_index: int = 0) -> dict:
             "deployed_weight_bytes": sum(e["deployed_weight_bytes"] for e in layers),
             "energy_table_pj": ENERGY_PJ,
             "note": "energy is an estimate of arithmetic at 45 nm (Horowitz 2014); memory access is excluded"}
+
+
+def table(cost: dict, neuro: dict):
+    from rich.table import Table
+    t = Table(title="per layer, one pass of one sample (NB: NeuroBench's definitions, ffhw/neuro_metrics.py)")
+    for col in ("layer", "in x out", "MACs", "non-zero MACs", "ACs", "BOPs", "NB eff. MACs", "NB eff. ACs",
+                "NB dense", "NB act. sparsity", "NB conn. sparsity", "energy nJ (est.)"):
+        t.add_column(col, justify="right")
+    for c, n in zip(cost["layers"], neuro["layers"]):
+        t.add_row(str(c["layer"]), f"{c['in']} x {c['out']}", f"{c['macs']:,}", f"{c['nonzero_macs']:,.0f}",
+                  f"{c['acs']:,.0f}", f"{c['bops']:,.0f}" if c["bops"] else "-", f"{n['effective_macs']:,.0f}",
+                  f"{n['effective_acs']:,.0f}", f"{n['dense_synops']:,.0f}", f"{n['activation_sparsity']:.3f}",
+                  f"{n['connection_sparsity']:.3f}", f"{c['energy_pj_estimate'] / 1000:,.1f}")
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ffhw.hardware", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a finished run directory (holds model.pt)")
+    p.add_argument("--seed-index", type=int, default=0, help="which of the run's seeds (default 0)")
+    p.add_argument("--images", type=int, default=1000,
+                   help="test images for NeuroBench's workload metrics, every label each (default 1000)")
+    p.add_argument("--out", help="JSON path (default RUN_DIR/cost.json)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    from rich.console import Console
+
+    from .data import load
+    from .errors import ConfigError
+    from .model import load_model
+    from .neuro_metrics import neurobench_metrics
+    model, cfg = load_model(args.run_dir)
+    if not 0 <= args.seed_index < model.seeds:
+        raise ConfigError(f"--seed-index {args.seed_index} is out of range: the run has {model.seeds} seed(s)")
+    d = load(cfg.data.dataset, cfg.data.data_dir or None, "cpu", cfg.data.val_size, cfg.data.train_subset)
+    cost = cost_model(model, d.test.images(slice(None)), args.seed_index)
+    neuro = neurobench_metrics(model, d.test.images(slice(0, args.images)), args.seed_index)
+    Console().print(table(cost, neuro))
+    print(f"NeuroBench: footprint {neuro['footprint_bytes']:,} bytes (ffhw deployed: {cost['deployed_weight_bytes']:,.0f}), "
+          f"connection sparsity {neuro['connection_sparsity']:.3f}, activation sparsity {neuro['activation_sparsity']:.3f}, "
+          f"synaptic ops per pass: {neuro['synaptic_operations']['effective_macs']:,.0f} MACs, "
+          f"{neuro['synaptic_operations']['effective_acs']:,.0f} ACs, {neuro['synaptic_operations']['dense']:,.0f} dense")
+    out = Path(args.out or Path(args.run_dir) / "cost.json")
+    out.write_text(json.dumps({"ffhw": cost, "neurobench": neuro}, indent=2) + "\n")
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    from .errors import run_cli
+    sys.exit(run_cli(main, sys.argv[1:]))

@@ -157,7 +157,8 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"compare": "ffhw.compare", "study": "ffhw.runner", "export": "ffhw.export", "bench": "ffhw.bench"}
+COMMANDS = {"compare": "ffhw.compare", "study": "ffhw.runner", "export": "ffhw.export", "bench": "ffhw.bench",
+            "cost": "ffhw.hardware"}
 
 
 def dispatch(argv: list[str]) -> int:

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 
 import pytest
@@ -112,18 +113,44 @@ def test_cost_model_counts(name, runs, mnist_small):
     assert goodness_total == pytest.approx(first["energy_pj_estimate"] + 10 * second["energy_pj_estimate"])
 
 
-def test_qonnx_option_writes_finn_models_for_quantized_layers(runs, tmp_path):
+@pytest.mark.parametrize("name", ["quantized-8", "quantized-4"])
+def test_qonnx_files_run_in_qonnx_executor_within_one_step(name, runs, tmp_path):
+    pytest.importorskip("qonnx")
     import onnx
-    bundle = export_run(runs / "quantized-4", tmp_path, qonnx=True, log=lambda *a: None)
+    bundle = export_run(runs / name, tmp_path, qonnx=True, log=lambda *a: None)
     manifest = verify_bundle(bundle)
-    assert manifest["layers"][0]["qonnx_file"] == "layer_00.qonnx.onnx" and "layer_01.qonnx.onnx" in manifest["files"]
+    bits = int(name[-1])
+    for k, entry in enumerate(manifest["layers"]):
+        assert entry["qonnx_file"] == f"layer_{k:02d}.qonnx.onnx" and entry["qonnx_file"] in manifest["files"]
+        assert entry["qonnx_parity"]["ok"] and entry["qonnx_parity"]["value"] <= 1.0 and entry["qonnx_parity"]["samples"] == 32
+        cost = entry["qonnx_cost"]
+        macs = entry["in_features"] * entry["out_features"]
+        assert cost["macs"] == macs and cost["weights"] == macs  # batch 1: one pass of one sample
+        assert cost["weight_bits"] == macs * bits and cost["bops"] == macs * bits * 8  # 8-bit input quantizer
     ops = {(n.op_type, n.domain) for n in onnx.load(str(bundle / "layer_00.qonnx.onnx")).graph.node}
     assert ("Quant", "qonnx.custom_op.general") in ops
     plain = export_run(runs / "standard", tmp_path, qonnx=True, log=lambda *a: None)
     assert not list(plain.glob("*.qonnx.onnx"))  # float layers have no QONNX form
 
 
-CONV = [("standard", {}), ("quantized", {"weight_bits": 8}), ("spiking", {"steps": 2})]
+def test_qonnx_check_fails_on_a_wrong_file(runs, tmp_path):
+    """The executed comparison can fail: a QONNX file of the wrong seed is refused."""
+    pytest.importorskip("qonnx")
+    from ffhw.deploy_qonnx import write_qonnx
+    from ffhw.export import LayerGraph
+    from ffhw.model import load_model
+    model, cfg = load_model(runs / "quantized-8")
+    layer = model.layers[1]
+    x = torch.rand(8, layer.in_features, generator=torch.Generator().manual_seed(0))
+    graph = LayerGraph(layer.export_module(0).eval(), cfg.model.goodness).eval()
+    with torch.no_grad():
+        reference = graph(x)[0] * 1.5 + layer.output_step() * 3  # not what the file computes
+    with pytest.raises(ExportError, match="qonnx's executor differs from torch"):
+        write_qonnx(layer, graph, (x,), ["x"], tmp_path / "l.qonnx.onnx", reference)
+
+
+CONV = [("standard", {}), ("quantized", {"weight_bits": 8}), ("quantized-4", {"weight_bits": 4, "act_bits": 4}),
+        ("spiking", {"steps": 2})]
 
 
 @pytest.fixture(scope="module")
@@ -134,21 +161,25 @@ def conv_runs(tmp_path_factory, mnist_conv):
     from ffhw.records import RunDir
     from ffhw.train import Trainer
     out = tmp_path_factory.mktemp("conv")
-    for layer_type, options in CONV:
-        cfg = conv_config(layer_type, options, epochs=1, lr=1e-2, batch_size=100)
+    for name, options in CONV:
+        cfg = conv_config(name.split("-")[0], options, epochs=1, lr=1e-2, batch_size=100)
         cfg.data.val_size, cfg.data.train_subset = 1000, 3000  # what export reloads: the same split
-        run = RunDir.create(out / layer_type, cfg)
+        run = RunDir.create(out / name, cfg)
         Trainer(cfg, mnist_conv, FFNet(cfg, mnist_conv.image_shape, 10), torch.device("cpu"), run).fit()
     return out
 
 
 @pytest.mark.parametrize("layer_type", [t for t, _ in CONV])
 def test_conv_export_parity(layer_type, conv_runs, tmp_path):
-    bundle = export_run(conv_runs / layer_type, tmp_path, parity_samples=64, accuracy_samples=300, log=lambda *a: None)
+    qonnx = layer_type.startswith("quantized") and importlib.util.find_spec("qonnx") is not None
+    bundle = export_run(conv_runs / layer_type, tmp_path, parity_samples=64, accuracy_samples=300, qonnx=qonnx,
+                        log=lambda *a: None)
     manifest = verify_bundle(bundle)
     assert len(manifest["layers"]) == 6 and all(e["parity"]["ok"] for e in manifest["layers"])
     assert manifest["layers"][0]["inputs"] == {"image": ["batch", 1, 28, 28], "label": ["batch"]}
-    if layer_type == "quantized":
+    if qonnx:  # FINN's form of the conv blocks, executed by qonnx
+        assert all(e["qonnx_parity"]["ok"] and e["qonnx_parity"]["value"] <= 1.0 for e in manifest["layers"])
+    if layer_type.startswith("quantized"):
         assert "QLinearConv" in manifest["layers"][1]["optimized_ops"] or "ConvInteger" in manifest["layers"][1]["optimized_ops"]
     if layer_type == "spiking":
         assert manifest["layers"][1]["inputs"] == {"x": ["batch", 2, 8, 14, 14]}

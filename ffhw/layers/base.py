@@ -21,7 +21,7 @@ from torch import nn
 
 from ..config import ModelConfig, check_ranges, coerce
 from ..encode import LabelPatterns
-from ..errors import ConfigError
+from ..errors import ConfigError, ExportError
 
 LAYER_TYPES: dict[str, type["FFLayer"]] = {}  # fully connected layers, by type name
 CONV_TYPES: dict[str, type["FFLayer"]] = {}  # conv blocks of the same types
@@ -33,6 +33,22 @@ def register(name: str, kind: str = "fc"):
         (CONV_TYPES if kind == "conv" else LAYER_TYPES)[name] = cls
         return cls
     return deco
+
+
+@dataclass
+class NirPart:
+    """A layer's NIR nodes and edges (names local to the layer); `entry` receives the layer's input,
+    `exit` emits its output spikes."""
+    nodes: dict
+    edges: list[tuple[str, str]]
+    entry: str
+    exit: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    # how the input reaches the graph at each step: "repeat" (the analog input, normalised with `input_norm`,
+    # every step), "bernoulli" (spikes drawn with the analog input as probability) or "spikes" (as received)
+    input_encoding: str = "spikes"
+    input_norm: str = "none"
 
 
 @dataclass
@@ -224,6 +240,16 @@ class FFLayer(nn.Module):
     def export_meta(self) -> dict:
         """Facts a deployment needs beyond shapes (bit widths, T, neuron constants...)."""
         return {}
+
+    def export_nir(self, seed: int, dt: float) -> "NirPart":
+        """One seed's layer as NIR nodes for neuromorphic toolchains (see ffhw/deploy_nir.py)."""
+        raise ExportError(f"{self.type_name} layers have no NIR form (NIR describes spiking neurons); deploy them "
+                          f"with the ONNX bundle, or train with --layer-type spiking")
+
+    def nir_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What this layer's NIR graph receives at each of its time steps, [N, T, D], given the input its
+        export module takes (layer 0: the label-embedded image)."""
+        raise ExportError(f"{self.type_name} layers have no NIR form")
 
     def export_onnx(self, module: nn.Module, args: tuple, path, input_names, output_names, dynamic_axes,
                     opset: int) -> str:

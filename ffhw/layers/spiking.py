@@ -24,7 +24,8 @@ from torch import nn
 
 from ..config import AT_LEAST_ONE, POSITIVE, Range
 
-from .base import FFLayer, LayerOutput, register
+from ..errors import ExportError
+from .base import FFLayer, LayerOutput, NirPart, register
 from .conv import ConvBlock
 from .ops import affine, affine_label_sets, affine_labels, init_std, linear_module, normalize, seed_normal
 
@@ -75,6 +76,26 @@ def make_lif(options: "SpikingOptions") -> snn.Leaky:
             else surrogate.atan(alpha=options.slope))
     return snn.Leaky(beta=options.beta, threshold=options.threshold, spike_grad=grad,
                      reset_mechanism=options.reset, init_hidden=False)
+
+
+def nir_neurons(o: SpikingOptions, units: int, dt: float) -> tuple[dict, list, str, str]:
+    """The LIF neurons as NIR nodes (nodes, edges, entry, exit), exact under forward Euler at step dt:
+    tau = dt / (1 - beta) and r = tau / dt give v <- beta v + I. NIR's LIF resets to v_reset, which is
+    reset = "zero". NIR has no subtractive reset, so reset = "subtract" is written as its definition: a leaky
+    integrator (LI), a Threshold, and a recurrent Scale that feeds -threshold x the previous step's spikes
+    back into the integrator (mem = beta mem + I - threshold spike[t-1])."""
+    import nir
+    import numpy as np
+    if o.beta >= 1:
+        raise ExportError("beta = 1 (no leak) has no LIF time constant; NIR export needs beta < 1")
+    ones = np.ones(units)
+    tau = ones * dt / (1 - o.beta)
+    if o.reset == "zero":
+        lif = nir.LIF(tau=tau, r=tau / dt, v_leak=0 * ones, v_threshold=o.threshold * ones, v_reset=0 * ones)
+        return {"lif": lif}, [], "lif", "lif"
+    nodes = {"li": nir.LI(tau=tau, r=tau / dt, v_leak=0 * ones), "spike": nir.Threshold(threshold=o.threshold * ones),
+             "reset": nir.Scale(scale=-o.threshold * ones)}
+    return nodes, [("li", "spike"), ("spike", "reset"), ("reset", "li")], "li", "spike"
 
 
 class Normalize(nn.Module):
@@ -243,6 +264,34 @@ class SpikingLayer(FFLayer):
         return SpikingExport(Normalize(self.norm), linear_module(self.weight[seed].detach(), self.bias[seed].detach()),
                              self.options, self.analog_input())
 
+    def nir_encoding(self) -> str:
+        if self.analog_input():
+            return "repeat"
+        return "bernoulli" if self.index == 0 or self.options.next_input == "rates" else "spikes"
+
+    def check_nir(self) -> None:
+        if self.index > 0 and self.options.next_input == "rates":
+            raise ExportError("NIR graphs pass spikes between layers; this network passes firing rates "
+                              "(model.layer.next_input = rates): train with next_input = spikes to export NIR")
+
+    def export_nir(self, seed: int, dt: float) -> NirPart:
+        import nir
+        self.check_nir()
+        nodes, edges, entry, exit_ = nir_neurons(self.options, self.out_features, dt)
+        affine_node = nir.Affine(weight=self.weight[seed].detach().t().contiguous().numpy(),
+                                 bias=self.bias[seed].detach().reshape(-1).numpy())
+        return NirPart({"affine": affine_node, **nodes}, [("affine", entry), *edges], "affine", exit_,
+                       (self.in_features,), (self.out_features,), self.nir_encoding(),
+                       self.norm if self.analog_input() else "none")
+
+    def nir_input(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_nir()
+        if x.dim() == 3:  # spike trains [N, T, D]
+            return x
+        if self.analog_input():  # direct encoding: the normalised input, every step
+            return normalize(x, self.norm).unsqueeze(1).expand(-1, self.steps, -1).contiguous()
+        return self.export_input(x)
+
     def takes_label_input(self) -> bool:
         # Rate encoding samples spikes: the caller encodes (seeded Bernoulli of the label-embedded image).
         return self.options.encoding == "direct"
@@ -329,6 +378,11 @@ class SpikingConvBlock(ConvBlock, SpikingLayer):
         norm = self.block_norm_module(seed) if self.block_norm == "layer" else nn.Identity()
         return SpikingExport(nn.Identity(), nn.Sequential(conv, norm), self.options, self.analog_input(),
                              nn.MaxPool2d(2) if self.pool else None)
+
+    def export_nir(self, seed: int, dt: float) -> NirPart:
+        raise ExportError("NIR export of spiking conv blocks is not implemented: NIR has no max-pool (a pooled "
+                          "spike is SumPool2d then Threshold, which no registry NIR importer reads); export "
+                          "the ONNX bundle, or an FC spiking network, for NIR")
 
     def export_meta(self) -> dict:
         where = {"batch": "batch norm folded into the conv weights and a per-channel bias",

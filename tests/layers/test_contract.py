@@ -116,3 +116,26 @@ def test_statistics(layer_type, conv):
     assert {"weight_bits", "act_bits", "steps", "label"} <= set(numbers)
     cost = cost_model(model, images)
     assert len(cost["layers"]) == n and cost["deployed_weight_bytes"] > 0
+
+
+@pytest.mark.parametrize("layer_type,conv", CASES, ids=IDS)
+def test_nir_form_or_one_line_refusal(layer_type, conv):
+    """Every type either writes its layers as NIR that reproduces its exported spikes, or refuses in one line."""
+    from ffhw.errors import ExportError
+    pytest.importorskip("nir")
+    pytest.importorskip("nirtorch")
+    from ffhw.deploy_nir import DT, graph_of, run_nirtorch
+    model = build(layer_type, conv).eval()
+    images, y = batch()
+    x = model.encoding.export_front(0)(images, y)
+    for layer in model.layers:
+        try:
+            part = layer.export_nir(0, DT)
+        except ExportError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            return
+        x = x if layer.takes_label_input() or layer.index > 0 else layer.export_input(x)
+        feed = layer.nir_input(x)
+        with torch.no_grad():
+            _, x = layer.export_module(0).eval()(x)
+        assert torch.equal(run_nirtorch(graph_of([part], {}), feed).reshape(x.shape), x)
