@@ -11,6 +11,7 @@ compute the cost model on the full test set and NeuroBench's metrics on 1,000 te
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import shutil
 import sys
@@ -30,6 +31,11 @@ BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 
 def kib(n):
     return f"{n / 1024:,.0f}"
+
+
+def short(text: str) -> str:
+    """A table cell: class reprs as their names, no pipes."""
+    return re.sub(r"<class '[\w.]*?(\w+)'>", r"\1", text).replace("|", "/")
 
 
 def render(compare_dir: Path, entries: list[dict], command: str) -> str:
@@ -81,9 +87,9 @@ def render(compare_dir: Path, entries: list[dict], command: str) -> str:
         q = [L["qonnx_parity"] for L in m["layers"] if "qonnx_parity" in L]
         qtext = f"{max(p['value'] for p in q):.3g} {q[0]['metric'].replace('max abs error in ', '')}" if q else "-"
         nir = m.get("nir", {}).get("network", {}).get("consumers", {})
-        lines.append(f"| {e['variant']} | {worst['value']:.3g} ({worst['metric']}) | {qtext} | "
-                     f"{describe_consumer(nir['snntorch']) if nir else '-'} | "
-                     f"{describe_consumer(nir['nirtorch']) if nir else '-'} |")
+        cells = [short(f"{worst['value']:.3g} ({worst['metric']})"), qtext,
+                 *(short(describe_consumer(nir[c])) if nir else "-" for c in ("snntorch", "nirtorch"))]
+        lines.append(f"| {e['variant']} | " + " | ".join(cells) + " |")
     lines.append("")
     threads = bench0["threads"]
     lines += [f"### Latency (onnxruntime vs torch eager, p50 ms at batch 1; throughput at batch {bench0['batch']})", "",

@@ -61,7 +61,8 @@ def op_names(text: str) -> list[str]:
     return sorted(part.strip(" '\"") for part in text.strip("{}").split(",") if part.strip(" '\"") and text != "set()")
 
 
-def write_qonnx(layer, graph, args: tuple, input_names: list[str], path: Path, reference: torch.Tensor) -> dict:
+def write_qonnx(layer, graph, args: tuple, input_names: list[str], path: Path, reference: torch.Tensor,
+                seed: int = 0) -> dict:
     """The FINN-ready QONNX file of one layer, executed and compared; returns its manifest fields ({} when the
     layer type has no QONNX form). Raises FFHWError when qonnx's result differs from torch's."""
     import onnx
@@ -80,7 +81,7 @@ def write_qonnx(layer, graph, args: tuple, input_names: list[str], path: Path, r
     n = min(SAMPLES, len(args[0]))
     got = np.concatenate([execute_onnx(model, {k: a[i:i + 1].numpy() for k, a in zip(names, args)})[out_name]
                           for i in range(n)])
-    parity = layer.parity(reference[:n], torch.from_numpy(got).reshape(reference[:n].shape))
+    parity = layer.parity(reference[:n], torch.from_numpy(got).reshape(reference[:n].shape), seed)
     if not parity["ok"]:
         raise ExportError(f"{path.name}: qonnx's executor differs from torch ({parity['metric']} = {parity['value']:.3g}, "
                         f"tolerance {parity['tolerance']})")

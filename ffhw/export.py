@@ -205,7 +205,8 @@ def export_layers(model, seed_index: int, goodness_kind: str, images: torch.Tens
             args = (images, labels) if with_label else (layer.export_input(front(images, labels)),)
         else:
             args = (inp,)
-        entry, inp = export_layer(layer, k, graph, args, ["image", "label"] if with_label else ["x"], bundle, qonnx)
+        entry, inp = export_layer(layer, k, graph, args, ["image", "label"] if with_label else ["x"], bundle, qonnx,
+                                  seed_index)
         entry["threshold"] = model.objectives[k].threshold
         entries.append(entry)
         log(f"layer {k}: {entry['file']} {(bundle / entry['file']).stat().st_size:,} bytes, parity "
@@ -215,7 +216,7 @@ def export_layers(model, seed_index: int, goodness_kind: str, images: torch.Tens
 
 
 def export_layer(layer, k: int, graph: nn.Module, args: tuple, input_names: list[str], bundle: Path,
-                 qonnx: bool) -> tuple[dict, torch.Tensor]:
+                 qonnx: bool, seed: int = 0) -> tuple[dict, torch.Tensor]:
     """One layer's ONNX file, checked against torch with onnxruntime in the layer's own units; returns its
     manifest entry and the layer's torch output (the next layer's input)."""
     dynamic = {n: {0: "batch"} for n in (*input_names, "out", "goodness")}
@@ -224,7 +225,7 @@ def export_layer(layer, k: int, graph: nn.Module, args: tuple, input_names: list
         ref_out, ref_good = graph(*args)
     exporter = layer.export_onnx(graph, args, path, input_names, ["out", "goodness"], dynamic, OPSET)
     got_out, got_good = ort_session(path).run(None, {n: a.numpy() for n, a in zip(input_names, args)})
-    parity = layer.parity(ref_out, torch.from_numpy(got_out))
+    parity = layer.parity(ref_out, torch.from_numpy(got_out), seed)
     parity["goodness_rel_error"] = float(np.max(np.abs(got_good - ref_good.numpy())) / (np.abs(ref_good.numpy()).max() + 1e-12))
     ops = optimized_ops(path)
     entry = {"file": path.name, "index": k, "inputs": {n: [("batch" if i == 0 else s) for i, s in enumerate(a.shape)]
@@ -241,7 +242,8 @@ def export_layer(layer, k: int, graph: nn.Module, args: tuple, input_names: list
                           f"(optimised ops: {', '.join(sorted(ops))})")
     if qonnx:  # for FINN: run by qonnx's own executor and compared, like the ONNX file above
         from .deploy_qonnx import write_qonnx
-        entry.update(write_qonnx(layer, graph, args, input_names, path.with_name(f"layer_{k:02d}.qonnx.onnx"), ref_out))
+        entry.update(write_qonnx(layer, graph, args, input_names, path.with_name(f"layer_{k:02d}.qonnx.onnx"), ref_out,
+                                 seed))
     return entry, ref_out
 
 

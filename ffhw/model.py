@@ -205,15 +205,13 @@ class FFNet(nn.Module):
         else:
             layers = self.prefix_classifiers[self.prefix_depths[prefix]]
             weight, logits = self.prefix_head_weights[prefix], self.prefix_head_biases[prefix]
-        offset = 0
-        for k in layers:
-            a = outputs[k].act.detach().flatten(2)
-            d = a.shape[-1]
+        feats = [outputs[k].act.detach().flatten(2) for k in layers]
+        # one split, not a slice per layer: each slice's backward would write a zero gradient of the whole weight
+        for k, a, w in zip(layers, feats, torch.split(weight, [a.shape[-1] for a in feats], dim=1)):
             sum_sq = outputs[k].act_sum_sq  # taken by a fused evaluation kernel, if one ran
             norm = torch.linalg.vector_norm(a, dim=-1, keepdim=True) if sum_sq is None else sum_sq.unsqueeze(-1).sqrt()
-            rms_inverse = 1.0 / (norm / d ** 0.5 + 1e-8)
-            logits = torch.addcmul(logits, torch.bmm(a, weight[:, offset:offset + d]), rms_inverse)
-            offset += d
+            rms_inverse = 1.0 / (norm / a.shape[-1] ** 0.5 + 1e-8)
+            logits = torch.addcmul(logits, torch.bmm(a, w), rms_inverse)
         return logits
 
     @torch.no_grad()
@@ -258,6 +256,16 @@ class FFNet(nn.Module):
         return self.class_scores(images, classifier).argmax(-1)
 
 
+def with_legacy_options(config: dict) -> dict:
+    """A saved config's layer options, completed with what its layer type used before an option existed
+    (`Options.LEGACY`): a saved config names every option that existed when it ran."""
+    model = dict(config.get("model", {}))
+    layer_cls = get_layer_type(model.get("layer_type", "standard"),
+                               conv=model.get("architecture", "fc") in CONV_ARCHITECTURES)
+    model["layer"] = {**getattr(layer_cls.Options, "LEGACY", {}), **model.get("layer", {})}
+    return {**config, "model": model}
+
+
 def load_model(run_dir, device: str = "cpu") -> tuple[FFNet, RunConfig]:
     """Rebuild a trained network from `<run_dir>/model.pt` (or a model.pt path). Returns (model, config)."""
     from pathlib import Path
@@ -269,7 +277,7 @@ def load_model(run_dir, device: str = "cpu") -> tuple[FFNet, RunConfig]:
     fix = "it is not a model ffhw saved: train the run again (python -m ffhw.run ...)"
     blob = torch_load(path, fix, map_location=device)
     try:
-        cfg = RunConfig.from_dict(blob["config"]).validate()
+        cfg = RunConfig.from_dict(with_legacy_options(blob["config"])).validate()
         state = blob["state_dict"]
         image_shape, num_classes = tuple(state["_image_shape"].tolist()), int(state["_num_classes"])
         model = FFNet(cfg, image_shape, num_classes).to(device)

@@ -144,7 +144,7 @@ def test_qonnx_check_fails_on_a_wrong_file(runs, tmp_path):
     x = torch.rand(8, layer.in_features, generator=torch.Generator().manual_seed(0))
     graph = LayerGraph(layer.export_module(0).eval(), cfg.model.goodness).eval()
     with torch.no_grad():
-        reference = graph(x)[0] * 1.5 + layer.output_step() * 3  # not what the file computes
+        reference = graph(x)[0] * 1.5 + layer.output_step(0) * 3  # not what the file computes
     with pytest.raises(ExportError, match="qonnx's executor differs from torch"):
         write_qonnx(layer, graph, (x,), ["x"], tmp_path / "l.qonnx.onnx", reference)
 

@@ -262,7 +262,7 @@ class FFLayer(nn.Module):
         """Write a QONNX model (for FINN) where the type has one; returns the exporter's name, or None."""
         return None
 
-    def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
+    def parity(self, reference: torch.Tensor, exported: torch.Tensor, seed: int = 0) -> dict:
         """Compare this layer's torch output with onnxruntime's; float types: relative error 1e-4."""
         err = ((reference - exported).abs() / (reference.abs().max() + 1e-12)).max().item()
         return {"metric": "max abs error / max |output|", "value": err, "tolerance": 1e-4, "ok": err <= 1e-4}

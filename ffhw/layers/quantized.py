@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from brevitas import nn as qnn
@@ -60,6 +61,8 @@ class QuantizedOptions:
     # training, frozen at export). Learned thresholds stay where the early statistics put them while activations
     # grow, so a quarter of the active outputs end clipped, without gradient (measured: docs/layer-types.md).
     thresholds: str = "running"
+    # what runs saved before an option existed used: their configs lack it
+    LEGACY: ClassVar[dict] = {"thresholds": "learned"}
 
     def __post_init__(self):
         if not 1 <= self.weight_bits <= 8:
@@ -108,7 +111,6 @@ class QuantUnit(nn.Module):
 
 SCALE_MIN = 1e-10  # Brevitas's scaling_min_val for these quantizers
 RUNNING_STEPS = 2 ** 62  # "running" thresholds: statistics for every training call
-LEGACY_STATS_STEPS = 300  # what every quantizer used before the option existed
 
 
 def seed_abs_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
@@ -145,8 +147,9 @@ class SeedActQuant(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "count", int(module.counter)))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # models saved before running thresholds existed were trained with Brevitas's 300 statistics steps
-        state_dict.setdefault(f"{prefix}stats_steps", torch.tensor(LEGACY_STATS_STEPS))
+        # a model saved before this buffer existed trained the regime its config names (load_model fills
+        # options older configs lack with Options.LEGACY)
+        state_dict.setdefault(f"{prefix}stats_steps", torch.tensor(self.collect_steps))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.collect_steps = int(self.stats_steps)
 
@@ -297,6 +300,8 @@ class QuantizedLayer(FFLayer):
                 state_dict[f"{prefix}{name}.value"] = torch.stack(values).view(-1) if trained else torch.ones(self.seeds)
                 state_dict[f"{prefix}{name}.buffer"] = torch.ones(self.seeds)
                 state_dict[f"{prefix}{name}.counter"] = torch.tensor(self.collect_stats_steps + 1 if trained else 0)
+                # this format predates running thresholds: its units learned theirs
+                state_dict[f"{prefix}{name}.stats_steps"] = torch.tensor(self.collect_stats_steps)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def restack_units(self, units: list[dict]) -> dict:
@@ -348,12 +353,12 @@ class QuantizedLayer(FFLayer):
                      dynamic_axes=dynamic_axes, dynamo=False)
         return f"brevitas {brevitas.__version__} export_qonnx"
 
-    def output_step(self) -> float:
-        """The smallest output quantisation step over seeds (parity is judged in these units)."""
-        return float((self.act_quant.deployed_threshold() / (2 ** self.options.act_bits - 1)).min())
+    def output_step(self, seed: int = 0) -> float:
+        """One seed's output quantisation step (parity is judged in these units)."""
+        return float(self.act_quant.deployed_threshold()[seed] / (2 ** self.options.act_bits - 1))
 
-    def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
+    def parity(self, reference: torch.Tensor, exported: torch.Tensor, seed: int = 0) -> dict:
         """Compared in units of the output quantisation step: integer kernels may round one step apart."""
-        err = (reference - exported).abs().max().item() / self.output_step()
+        err = (reference - exported).abs().max().item() / self.output_step(seed)
         return {"metric": "max abs error in output quantisation steps", "value": err, "tolerance": 1.0,
                 "ok": err <= 1.0 + 1e-3}

@@ -302,7 +302,7 @@ class SpikingLayer(FFLayer):
                 "encoding": o.encoding, "next_input": o.next_input,
                 "input": "analog, repeated over T steps" if self.analog_input() else "spike trains [N, T, D]"}
 
-    def parity(self, reference: torch.Tensor, exported: torch.Tensor) -> dict:
+    def parity(self, reference: torch.Tensor, exported: torch.Tensor, seed: int = 0) -> dict:
         """Spike trains must match: the share of (sample, step, unit) entries that differ."""
         differ = (reference != exported).float().mean().item()
         return {"metric": "share of differing spikes", "value": differ, "tolerance": 0.0, "ok": differ == 0.0}

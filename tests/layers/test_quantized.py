@@ -187,3 +187,38 @@ def test_running_thresholds_follow_the_activations_through_training_and_export()
     assert torch.allclose(unit.state_dict()[f"input_quant.{act}"], running[1])
     with pytest.raises(ConfigError, match="thresholds"):
         cls.resolve_options({"thresholds": "adaptive"})
+
+
+@pytest.mark.parametrize("saved_thresholds", ["running", None])
+def test_model_saved_without_the_regime_buffer_loads_the_regime_its_config_names(tmp_path, saved_thresholds):
+    """Models saved before the `stats_steps` buffer existed: a config naming `thresholds` is what ran; a config
+    without the option predates it, and those runs used learned thresholds."""
+    from conftest import small_config
+    from ffhw.model import FFNet, load_model
+    cfg = small_config("quantized", hidden=(20, 10))
+    cfg.model.layer = {"thresholds": "running"} if saved_thresholds else {"thresholds": "learned"}
+    model = FFNet(cfg.validate(), (1, 28, 28), 10)
+    layer = model.layers[0]
+    with torch.no_grad():  # a trained state: running statistics far from any learned value
+        layer.act_quant.buffer.fill_(7.0)
+        layer.act_quant.value.fill_(1e-8)
+        layer.act_quant._advance(5000)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("stats_steps")}
+    config = cfg.to_dict()
+    if saved_thresholds is None:
+        del config["model"]["layer"]["thresholds"]
+    torch.save({"config": config, "state_dict": state}, tmp_path / "model.pt")
+    loaded, _ = load_model(tmp_path)
+    expected = 7.0 if saved_thresholds == "running" else 1e-8
+    assert loaded.layers[0].act_quant.deployed_threshold()[0].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_parity_is_judged_in_the_exported_seeds_own_output_step():
+    layer = make(8, seeds=2)
+    with torch.no_grad():
+        layer.act_quant.buffer.copy_(torch.tensor([2.55, 5.1]))  # steps 0.01 and 0.02
+    reference = torch.zeros(4, 32)
+    one_step_of_seed_1 = reference + 0.02
+    assert layer.parity(reference, one_step_of_seed_1, seed=1)["value"] == pytest.approx(1.0)
+    assert layer.parity(reference, one_step_of_seed_1, seed=0)["value"] == pytest.approx(2.0)
+    assert not layer.parity(reference, one_step_of_seed_1, seed=0)["ok"]
