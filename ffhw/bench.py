@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import FFHWError
-from .export import ClassifierGraph, LayerGraph, _versions, optimized_ops, ort_session, verify_bundle
+from .export import ClassifierGraph, LayerGraph, _versions, optimized_ops, verify_bundle
+from .onnxrt import ort_session
 
 
 def percentiles(fn, iterations: int, warmup: int) -> dict:

@@ -183,7 +183,7 @@ class NirFront(nn.Module):
 
 def check_front(path: Path, front: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """The front file run by onnxruntime against torch: max abs error / max |x| (refused above 1e-5)."""
-    from .export import ort_session
+    from .onnxrt import ort_session
     with torch.no_grad():
         ref = front(images, labels)
     got = torch.from_numpy(ort_session(path).run(None, {"image": images.numpy(), "label": labels.numpy()})[0])

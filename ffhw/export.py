@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ExportError
+from .onnxrt import ort_session
 
 OPSET = 17
 ACCURACY_TOLERANCE = 0.0005  # 0.05% of the test images may be decided differently
@@ -92,18 +93,6 @@ class ClassifierGraph(nn.Module):
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def ort_session(path: Path, threads: int = 0, optimized_path: Path | None = None):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    if optimized_path is not None:
-        opts.optimized_model_filepath = str(optimized_path)
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def optimized_ops(path: Path) -> dict[str, int]:
