@@ -11,7 +11,7 @@ real test images, compared spike for spike with ffhw's exported layers:
 - snnTorch's importer (`snntorch.import_nir.import_from_nir`): reads Affine + LIF (reset to zero); it has
   no leaky integrator or threshold node, so it refuses the subtractive-reset form, and that is recorded;
 - nirtorch's graph executor (the NIR project's torch interpreter, which wires the graph and runs its
-  recurrent edges with a one-step delay) with the NIR equations under forward Euler at DT (`SPEC_NODES`).
+  recurrent edges with a one-step delay) with the NIR equations under forward Euler at DT (`spec_nodes`).
 """
 from __future__ import annotations
 
@@ -33,11 +33,15 @@ def require_nir():
         raise ExportError("--nir needs the nir and nirtorch packages: pip install 'ffhw[nir]'")
 
 
+def nir_parts(model, seed_index: int = 0) -> list:
+    """Every layer of one seed as NIR nodes; ExportError (one line) for a network without a NIR form."""
+    return [layer.export_nir(seed_index, DT) for layer in model.layers]
+
+
 def has_nir_form(model, seed_index: int = 0) -> bool:
     """Whether every layer of the network can be written as NIR (spiking FC layers passing spikes)."""
     try:
-        for layer in model.layers:
-            layer.export_nir(seed_index, DT)
+        nir_parts(model, seed_index)
     except ExportError:
         return False
     return True
@@ -198,7 +202,7 @@ def export_nir(model, seed_index: int, images: torch.Tensor, labels: torch.Tenso
     """Write the NIR files of one seed into `bundle`, check them with every consumer; returns the manifest
     section. Raises ExportError (before writing anything) for a network with no NIR form."""
     import nir
-    parts = [layer.export_nir(seed_index, DT) for layer in model.layers]
+    parts = nir_parts(model, seed_index)
     images, labels = images[:samples], labels[:samples]
     front = model.encoding.export_front(seed_index)
     layer0 = model.layers[0]

@@ -58,13 +58,14 @@ def cost_per_sample(path: Path) -> dict:
 
 def op_names(text: str) -> list[str]:
     """qonnx reports the ops it does not count as the text of a Python set: "{'Sqrt', 'ReduceL2'}"."""
-    return sorted(part.strip(" '\"") for part in text.strip("{}").split(",") if part.strip(" '\"") and text != "set()")
+    import ast
+    return [] if text in ("", "set()") else sorted(ast.literal_eval(text))
 
 
 def write_qonnx(layer, graph, args: tuple, input_names: list[str], path: Path, reference: torch.Tensor,
                 seed: int = 0) -> dict:
     """The FINN-ready QONNX file of one layer, executed and compared; returns its manifest fields ({} when the
-    layer type has no QONNX form). Raises FFHWError when qonnx's result differs from torch's."""
+    layer type has no QONNX form). Raises ExportError when qonnx's result differs from torch's."""
     import onnx
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx

@@ -128,10 +128,9 @@ def export_run(run_dir: str | Path, out_root: str | Path = "export", seed_index:
         from .deploy_qonnx import require_qonnx
         require_qonnx()
     if nir:  # refuse a network without a NIR form before anything is written
-        from .deploy_nir import DT, require_nir
+        from .deploy_nir import nir_parts, require_nir
         require_nir()
-        for layer in model.layers:
-            layer.export_nir(seed_index, DT)
+        nir_parts(model, seed_index)
     bundle = Path(out_root) / safe_component(name or run_dir.resolve().name, "bundle name (--name)")
     if bundle.is_dir() and any(bundle.iterdir()):
         raise ExportError(f"{bundle} already holds a bundle; remove it or pass --name")

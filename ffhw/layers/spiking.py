@@ -267,7 +267,7 @@ class SpikingLayer(FFLayer):
     def nir_encoding(self) -> str:
         if self.analog_input():
             return "repeat"
-        return "bernoulli" if self.index == 0 or self.options.next_input == "rates" else "spikes"
+        return "bernoulli" if self.index == 0 else "spikes"  # deeper layers fed rates have no NIR form
 
     def check_nir(self) -> None:
         if self.index > 0 and self.options.next_input == "rates":
