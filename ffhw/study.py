@@ -115,7 +115,10 @@ class Study:
     def all_configurations(self) -> list[dict]:
         factors = self.grid["factors"]
         names = list(factors)
-        return [dict(zip(names, values)) for values in itertools.product(*(factors[n] for n in names))]
+        every = [dict(zip(names, values)) for values in itertools.product(*(factors[n] for n in names))]
+        # exclude: combinations of the product that the grid leaves out (e.g. the widest network's deepest depths)
+        rules = [rule.get("match", {}) for rule in self.grid.get("exclude", [])]
+        return [f for f in every if not any(all(f.get(k) == v for k, v in match.items()) for match in rules)]
 
     def configurations(self) -> list[dict]:
         """The configurations that train (under the nested design, those the study kind keeps)."""

@@ -92,6 +92,8 @@ def test_networks_without_a_nir_form_are_refused_before_anything_is_written(runs
 def test_spiking_conv_blocks_refuse_nir_in_one_line(mnist_conv):
     from conftest import conv_config
     from ffhw.model import FFNet
-    model = FFNet(conv_config("spiking", {"steps": 2}), mnist_conv.image_shape, 10)
-    with pytest.raises(ExportError, match="NIR export of spiking conv blocks is not implemented: NIR has no max-pool"):
-        model.layers[0].export_nir(0, 1e-4)
+    for pool, says in (("current", "NIR export of spiking conv blocks is not implemented yet"),
+                       ("spikes", "NIR has no max-pool of spikes.*conv_pool = current")):
+        model = FFNet(conv_config("spiking", {"steps": 2, "conv_pool": pool}), mnist_conv.image_shape, 10)
+        with pytest.raises(ExportError, match=says):
+            model.layers[0].export_nir(0, 1e-4)

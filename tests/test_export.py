@@ -150,7 +150,7 @@ def test_qonnx_check_fails_on_a_wrong_file(runs, tmp_path):
 
 
 CONV = [("standard", {}), ("quantized", {"weight_bits": 8}), ("quantized-4", {"weight_bits": 4, "act_bits": 4}),
-        ("spiking", {"steps": 2})]
+        ("spiking", {"steps": 2}), ("spiking-or", {"steps": 2, "conv_pool": "spikes"})]
 
 
 @pytest.fixture(scope="module")

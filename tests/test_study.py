@@ -29,6 +29,18 @@ def test_grid_expands_to_cells_with_seed_rules():
     assert spiking.model.layer_type == "spiking" and spiking.model.theta == 0.2
 
 
+def test_full_grid_excludes_combinations_and_nests_the_rest():
+    """The depth study's `full` grid: the excluded 16 and 32 x 1000 neither train nor stand in a prefix list,
+    width 1000 gets its own seed count, and only the deepest network per width trains."""
+    full = Study.load("depth-correlation", "full", "standard")
+    assert len(full.all_configurations()) == 5 + 3
+    trained = {(f["depth"], f["width"]): f for f in full.configurations()}
+    assert set(trained) == {(32, 100), (8, 1000)}
+    assert full.config_for(trained[(8, 1000)]).model.prefix_depths == [2, 4]
+    assert full.config_for(trained[(32, 100)]).model.prefix_depths == [2, 4, 8, 16]
+    assert len(full.seeds_for(trained[(8, 1000)])) == 3 and len(full.seeds_for(trained[(32, 100)])) == 10
+
+
 def test_trifecta_variants_set_the_three_switches():
     study = Study.load("trifecta", "cpu", "standard")
     cfg = {v: study.config_for({"variant": v, "data.dataset": "mnist"})

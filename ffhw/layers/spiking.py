@@ -20,6 +20,7 @@ from typing import ClassVar
 import snntorch as snn
 import torch
 from snntorch import surrogate
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import AT_LEAST_ONE, POSITIVE, Range
@@ -44,6 +45,10 @@ class SpikingOptions:
     # rate on the first training images (0: off). Without it a spike-fed layer's current shrinks with its
     # input rate, so deep layers start silent, and with goodness on rates a silent layer gets no gradient.
     init_rate: float = 0.0
+    # Conv blocks only: where the 2x2 pool acts. current: average-pool the input current, neurons at the pooled
+    # size; spikes: max-pool each step's spikes (a logical OR: it saturates and loses the count; measured
+    # worse at longer training, docs/layer-types.md).
+    conv_pool: str = "current"
     RANGES: ClassVar[dict] = {"steps": AT_LEAST_ONE, "beta": Range(0, 1), "threshold": POSITIVE, "slope": POSITIVE,
                               "init_rate": Range(0, 1, high_open=True)}
 
@@ -51,7 +56,8 @@ class SpikingOptions:
         for name, value, allowed in (("reset", self.reset, ("subtract", "zero")),
                                      ("surrogate", self.surrogate, ("fast_sigmoid", "atan")),
                                      ("encoding", self.encoding, ("direct", "rate")),
-                                     ("next_input", self.next_input, ("spikes", "rates"))):
+                                     ("next_input", self.next_input, ("spikes", "rates")),
+                                     ("conv_pool", self.conv_pool, ("spikes", "current"))):
             if value not in allowed:
                 raise ValueError(f"{name} = {value!r} is not one of {', '.join(allowed)}")
         if self.steps < 1:
@@ -311,7 +317,8 @@ class SpikingLayer(FFLayer):
 @register("spiking", kind="conv")
 class SpikingConvBlock(ConvBlock, SpikingLayer):
     """Conv 3x3 (no bias) once over all T*N rows -> block normaliser on the current -> LIF neurons over T
-    steps -> max-pool of each step's spikes (a logical OR).
+    steps -> max-pool of each step's spikes (a logical OR); or, with conv_pool = "current", the normalised
+    current average-pooled before LIF neurons at the pooled resolution (spikes stay binary, none are ORed).
 
     The normaliser acts on the input current of every block, analog-fed or spike-fed (spikes stay binary,
     so normalising the block input would reach block 0 only): batch norm over (N, T, H, W) per channel, as
@@ -341,14 +348,24 @@ class SpikingConvBlock(ConvBlock, SpikingLayer):
         bias = self.bn.bias.view(s, o) - self.bn.running_mean.view(s, o) * gain
         return self.weight * gain.view(s, o, 1, 1, 1), bias
 
+    def pools_current(self) -> bool:
+        return self.pool and self.options.conv_pool == "current"
+
     def current(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised input current [S, M, O, H, W] of inputs [S, M, C, H, W] (M = N, or N*T for spikes)."""
+        """Normalised input current [S, M, O, H', W'] of inputs [S, M, C, H, W] (M = N, or N*T for spikes),
+        average-pooled when the block pools its current."""
         if self.block_norm == "batch" and not self.training:
-            return self.conv(x, *self.folded())
-        return self.normalize_block(self.conv(x, self.weight))
+            return self.pool_current(self.conv(x, *self.folded()))
+        return self.pool_current(self.normalize_block(self.conv(x, self.weight)))
+
+    def pool_current(self, current: torch.Tensor) -> torch.Tensor:
+        if not self.pools_current():
+            return current
+        lead = current.shape[:-3]
+        return F.avg_pool2d(current.reshape(-1, *current.shape[-3:]), 2).reshape(*lead, *self.out_shape)
 
     def pool_spikes(self, spikes: torch.Tensor) -> torch.Tensor:
-        return self.maybe_pool(spikes)
+        return spikes if self.pools_current() else self.maybe_pool(spikes)
 
     def forward(self, x: torch.Tensor) -> LayerOutput:
         if x.dim() == 5 and self.options.encoding == "direct":
@@ -362,7 +379,7 @@ class SpikingConvBlock(ConvBlock, SpikingLayer):
     def op_counts(self, input_density: float) -> dict:
         counts = ConvBlock.op_counts(self, input_density)
         c, h, w = self.in_shape
-        updates = self.steps * self.out_shape[0] * h * w
+        updates = self.steps * (self.out_features if self.pools_current() else self.out_shape[0] * h * w)
         if self.analog_input():
             return {**counts, "neuron_updates": updates}
         return {**counts, "macs": 0, "nonzero_macs": 0.0, "acs": input_density * counts["macs"] * self.steps,
@@ -376,13 +393,19 @@ class SpikingConvBlock(ConvBlock, SpikingLayer):
             if bias is not None:
                 conv.bias.copy_(bias[seed])
         norm = self.block_norm_module(seed) if self.block_norm == "layer" else nn.Identity()
+        if self.pools_current():
+            return SpikingExport(nn.Identity(), nn.Sequential(conv, norm, nn.AvgPool2d(2)), self.options,
+                                 self.analog_input())
         return SpikingExport(nn.Identity(), nn.Sequential(conv, norm), self.options, self.analog_input(),
                              nn.MaxPool2d(2) if self.pool else None)
 
     def export_nir(self, seed: int, dt: float) -> NirPart:
-        raise ExportError("NIR export of spiking conv blocks is not implemented: NIR has no max-pool (a pooled "
-                          "spike is SumPool2d then Threshold, which no registry NIR importer reads); export "
-                          "the ONNX bundle, or an FC spiking network, for NIR")
+        if not self.pools_current():
+            raise ExportError("NIR has no max-pool of spikes (a pooled spike is SumPool2d then Threshold, which no "
+                              "registry NIR importer reads): train with model.layer.conv_pool = current, or export "
+                              "the ONNX bundle")
+        raise ExportError("NIR export of spiking conv blocks is not implemented yet; export the ONNX bundle, or an "
+                          "FC spiking network, for NIR")
 
     def export_meta(self) -> dict:
         where = {"batch": "batch norm folded into the conv weights and a per-channel bias",

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ffhw.config import ModelConfig
@@ -81,10 +82,10 @@ def test_calibration_of_stacked_seeds_equals_separate():
         assert torch.allclose(a.weight[1], b.weight[0], rtol=1e-5, atol=1e-6)
 
 
-def spiking_conv_net(block_norm, seeds=2):
+def spiking_conv_net(block_norm, seeds=2, conv_pool="spikes"):
     from conftest import conv_config
     from ffhw.model import FFNet
-    cfg = conv_config("spiking", {"steps": 4}, block_norm=block_norm, seeds=seeds)
+    cfg = conv_config("spiking", {"steps": 4, "conv_pool": conv_pool}, block_norm=block_norm, seeds=seeds)
     return FFNet(cfg, (1, 28, 28), 10)
 
 
@@ -115,10 +116,11 @@ def test_conv_normaliser_acts_on_every_block_and_keeps_deep_blocks_firing():
     assert rates["none"][-1].max() < 0.02, rates["none"]
 
 
-def test_folded_batch_norm_gives_the_same_spikes():
+@pytest.mark.parametrize("conv_pool", ["spikes", "current"])
+def test_folded_batch_norm_gives_the_same_spikes(conv_pool):
     """Evaluation and export run batch norm folded into the conv: the folded current equals batch norm of
-    the conv current, and the exported module gives the layer's spikes exactly."""
-    net = spiking_conv_net("batch").train()
+    the conv current, and the exported module gives the layer's spikes exactly (either pooling)."""
+    net = spiking_conv_net("batch", conv_pool=conv_pool).train()
     gen = torch.Generator().manual_seed(2)
     for layer in net.layers:  # trained-looking normalisers: non-trivial affine maps and running statistics
         with torch.no_grad():
@@ -131,10 +133,25 @@ def test_folded_batch_norm_gives_the_same_spikes():
     for k, layer in enumerate(net.layers[1:], start=1):
         with torch.no_grad():
             folded = layer.current(inp.flatten(1, 2))
-            unfolded = layer.normalize_block(layer.conv(inp.flatten(1, 2), layer.weight))
+            unfolded = layer.pool_current(layer.normalize_block(layer.conv(inp.flatten(1, 2), layer.weight)))
             assert torch.allclose(folded, unfolded, atol=1e-5), k
             out = layer(inp)
             seed = 1
             rates, spikes = layer.export_module(seed).eval()(inp[seed])
             assert torch.equal(spikes, out.out[seed]) and torch.equal(rates, out.act[seed]), k
         inp = out.out
+
+
+def test_current_pooling_keeps_spikes_binary_at_the_pooled_size_without_or():
+    """conv_pool = current: neurons sit at the pooled resolution and integrate the average-pooled current,
+    so a pooled output is one neuron's spike (binary), not the OR of four, and fires less than the OR does."""
+    torch.manual_seed(0)
+    ored = block_rates(spiking_conv_net("batch").train(), IMAGES)
+    torch.manual_seed(0)
+    net = spiking_conv_net("batch", conv_pool="current").train()
+    out, _ = net.first_layer_all_labels(IMAGES)
+    assert out.out.shape[-3:] == net.layers[0].out_shape and set(out.out.unique().tolist()) <= {0.0, 1.0}
+    pooled = block_rates(net, IMAGES)
+    pooling = [k for k, layer in enumerate(net.layers) if layer.pool]
+    assert pooling and all(pooled[k].mean() < ored[k].mean() for k in pooling), (pooled, ored)
+    assert all(0.02 < r.min() for r in pooled), pooled
