@@ -194,25 +194,37 @@ class FFNet(nn.Module):
             inp = out.out
         return outputs
 
-    def head_logits(self, outputs: list[LayerOutput], prefix: int | None = None) -> torch.Tensor:
-        """Linear head on the concatenated, RMS-normalised activities of the classifier layers: [S, N, C]
-        (`prefix`: the head of the i-th prefix depth, on its own classifier layers).
+    def head_features(self, outputs: list[LayerOutput], layers: list[int]) -> torch.Tensor:
+        """The RMS-normalised activities of `layers`, concatenated: [S, N, sum of units] (detached)."""
+        parts = []
+        for k in layers:
+            a, sum_sq = outputs[k].act.detach().flatten(2), outputs[k].act_sum_sq  # sum_sq: from a fused kernel
+            norm = torch.linalg.vector_norm(a, dim=-1, keepdim=True) if sum_sq is None else sum_sq.unsqueeze(-1).sqrt()
+            parts.append(a * (1.0 / (norm / a.shape[-1] ** 0.5 + 1e-8)))
+        return torch.cat(parts, dim=-1)
 
-        Computed as b + sum_k r_k * (a_k @ W_k) with r_k the per-sample factor of layer k, which equals the
-        product of the normalised concatenation with W without writing either out."""
+    def head_logits(self, outputs: list[LayerOutput], prefix: int | None = None,
+                    features: torch.Tensor | None = None) -> torch.Tensor:
+        """Linear head on the concatenated, RMS-normalised activities of the classifier layers: [S, N, C]
+        (`prefix`: the head of the i-th prefix depth, on its own classifier layers). `features`: the main
+        head's `head_features`, which a prefix head whose layers lead the main head's reads a slice of.
+        One product per head, computed transposed ([C, F] x [F, N]): with C = 10 output columns the
+        untransposed product ran at a fraction of the CPU's matmul rate (docs/performance.md)."""
         if prefix is None:
-            layers, weight, logits = self.classifier_layers, self.head_weight, self.head_bias
+            layers, weight, bias = self.classifier_layers, self.head_weight, self.head_bias
         else:
             layers = self.prefix_classifiers[self.prefix_depths[prefix]]
-            weight, logits = self.prefix_head_weights[prefix], self.prefix_head_biases[prefix]
-        feats = [outputs[k].act.detach().flatten(2) for k in layers]
-        # one split, not a slice per layer: each slice's backward would write a zero gradient of the whole weight
-        for k, a, w in zip(layers, feats, torch.split(weight, [a.shape[-1] for a in feats], dim=1)):
-            sum_sq = outputs[k].act_sum_sq  # taken by a fused evaluation kernel, if one ran
-            norm = torch.linalg.vector_norm(a, dim=-1, keepdim=True) if sum_sq is None else sum_sq.unsqueeze(-1).sqrt()
-            rms_inverse = 1.0 / (norm / a.shape[-1] ** 0.5 + 1e-8)
-            logits = torch.addcmul(logits, torch.bmm(a, w), rms_inverse)
-        return logits
+            weight, bias = self.prefix_head_weights[prefix], self.prefix_head_biases[prefix]
+        if features is None or list(layers) != list(self.classifier_layers[:len(layers)]):
+            features = self.head_features(outputs, layers)
+        logits_t = torch.baddbmm(bias.transpose(1, 2), weight.transpose(1, 2), features[..., :weight.shape[1]].transpose(1, 2))
+        return logits_t.transpose(1, 2)
+
+    def all_head_logits(self, outputs: list[LayerOutput]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The main head's logits and each prefix depth's {depth: logits}, the features built once."""
+        features = self.head_features(outputs, self.classifier_layers)
+        return (self.head_logits(outputs, features=features),
+                {d: self.head_logits(outputs, i, features) for i, d in enumerate(self.prefix_depths)})
 
     @torch.no_grad()
     def evaluate_batch(self, images: torch.Tensor, with_head: bool = True, prefixes: bool = False):
@@ -239,11 +251,10 @@ class FFNet(nn.Module):
             outputs = [neutral]
             for layer in self.layers[1:]:
                 outputs.append(layer.evaluate(outputs[-1]))
-            logits = self.head_logits(outputs)
+            logits, heads = self.all_head_logits(outputs) if prefixes else (self.head_logits(outputs), {})
         if not prefixes:
             return goodness, logits, stats
-        heads = {d: self.head_logits(outputs, i) for i, d in enumerate(self.prefix_depths)} if with_head else {}
-        return goodness, logits, stats, heads
+        return goodness, logits, stats, heads if with_head else {}
 
     @torch.no_grad()
     def class_scores(self, images: torch.Tensor, classifier: str = "goodness") -> torch.Tensor:

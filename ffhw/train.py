@@ -211,12 +211,12 @@ class Trainer:
         model = self.model
         with torch.no_grad():
             outputs = [neutral, *model.forward_layers(neutral.out, start=1)]
-        logits = model.head_logits(outputs).float()  # [S, B, C]
-        ce = head_cross_entropy(logits, labels)
+        logits, prefix_logits = model.all_head_logits(outputs)  # [S, B, C]; the nested design's prefix heads
+        ce = head_cross_entropy(logits.float(), labels)
         add_head_step(sums, logits, ce, labels)
         total = ce.mean(-1).sum()
-        for i in range(len(model.prefix_depths)):  # nested design: each prefix's own head, on the same activities
-            total = total + head_cross_entropy(model.head_logits(outputs, i).float(), labels).mean(-1).sum()
+        for prefix in prefix_logits.values():  # each prefix's own head, on the same activities
+            total = total + head_cross_entropy(prefix.float(), labels).mean(-1).sum()
         return total
 
     # ---- evaluation ----
