@@ -19,6 +19,7 @@ import contextlib
 import io
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,7 +51,6 @@ def has_nir_form(model, seed_index: int = 0) -> bool:
 def graph_of(parts: list, metadata: dict):
     """Chain layer parts into one graph: input -> layer 0 -> ... -> output; node names `layerK_<name>`."""
     import nir
-    import numpy as np
     nodes, edges, previous = {"input": nir.Input(input_type=np.array(parts[0].in_shape))}, [], "input"
     for k, part in enumerate(parts):
         name = (lambda n, k=k: f"layer{k}_{n}") if len(parts) > 1 else (lambda n: n)
@@ -125,9 +125,26 @@ def dense(node) -> nn.Module:
     return mod
 
 
+def conv2d(node) -> nn.Module:
+    out_channels, in_channels, kh, kw = node.weight.shape
+    mod = nn.Conv2d(in_channels, out_channels, (kh, kw), stride=tuple(np.broadcast_to(node.stride, 2)),
+                    padding=tuple(np.broadcast_to(node.padding, 2)), dilation=tuple(np.broadcast_to(node.dilation, 2)),
+                    groups=node.groups)
+    with torch.no_grad():
+        mod.weight.copy_(torch.as_tensor(node.weight))
+        mod.bias.copy_(torch.as_tensor(node.bias))
+    return mod
+
+
+def avg_pool2d(node) -> nn.Module:
+    return nn.AvgPool2d(tuple(int(k) for k in node.kernel_size), tuple(int(k) for k in node.stride),
+                        tuple(int(k) for k in node.padding))
+
+
 def spec_nodes() -> dict:
     import nir
-    return {nir.Affine: dense, nir.Linear: dense, nir.LI: LI, nir.LIF: LIF, nir.Threshold: Threshold, nir.Scale: Scale}
+    return {nir.Affine: dense, nir.Linear: dense, nir.Conv2d: conv2d, nir.AvgPool2d: avg_pool2d, nir.LI: LI,
+            nir.LIF: LIF, nir.Threshold: Threshold, nir.Scale: Scale}
 
 
 @torch.no_grad()

@@ -89,11 +89,34 @@ def test_networks_without_a_nir_form_are_refused_before_anything_is_written(runs
     assert not (tmp_path / "standard").exists()
 
 
-def test_spiking_conv_blocks_refuse_nir_in_one_line(mnist_conv):
+def test_spiking_conv_network_round_trips_through_snntorch_and_nirtorch(tmp_path):
+    """A trained spiking conv network (batch norm folded into the conv, current average-pooled before the
+    neurons, reset to zero) as NIR Conv2d -> AvgPool2d -> LIF: both consumers give its spikes exactly."""
+    conv = ["--set", "model.architecture=small", "--set", "model.width_scale=0.0625", "--set", "data.encoding=channel",
+            "--set", "model.goodness=mean", "--set", "model.loss=symba", "--set", "model.peer_norm=0",
+            "--set", "model.classifier_layers=last", "--set", "train.head=false", "--set", "model.layer.reset=zero"]
+    # batch 32: enough steps for batch norm's running statistics (which evaluation folds in) to settle
+    argv = ["--epochs", "1", "--train-subset", "960", "--batch-size", "32", "--set", "data.val_size=200", "--set", "data.test_subset=200",
+            "--optimizer", "adam", "--lr", "3e-3", "--quiet", "--out", str(tmp_path), "--name", "conv", *SPIKING, *conv]
+    assert main(argv) == 0
+    bundle = export_run(tmp_path / "conv", tmp_path / "export", nir=True, parity_samples=32, accuracy_samples=100,
+                        log=lambda *a: None)
+    section = verify_bundle(bundle)["nir"]
+    graph = nir.read(str(bundle / "network.nir"))
+    assert {type(n).__name__ for n in graph.nodes.values()} >= {"Conv2d", "AvgPool2d", "LIF"}
+    for entry in section["layers"] + [section["network"]]:
+        for consumer in ("snntorch", "nirtorch"):
+            assert entry["consumers"][consumer] == {"ok": True, "share_of_differing_spikes": 0.0}, entry
+    assert all(0.01 < e["spike_rate"] < 0.99 for e in section["layers"]), [e["spike_rate"] for e in section["layers"]]
+
+
+def test_spiking_conv_blocks_without_a_nir_form_refuse_in_one_line(mnist_conv):
     from conftest import conv_config
     from ffhw.model import FFNet
-    for pool, says in (("current", "NIR export of spiking conv blocks is not implemented yet"),
-                       ("spikes", "NIR has no max-pool of spikes.*conv_pool = current")):
-        model = FFNet(conv_config("spiking", {"steps": 2, "conv_pool": pool}), mnist_conv.image_shape, 10)
-        with pytest.raises(ExportError, match=says):
-            model.layers[0].export_nir(0, 1e-4)
+    for options, norm, says in (({"conv_pool": "spikes"}, "batch", "NIR has no max-pool of spikes.*conv_pool = current"),
+                                ({}, "layer", "layer norm needs each sample's statistics")):
+        model = FFNet(conv_config("spiking", {"steps": 2, **options}, block_norm=norm), mnist_conv.image_shape, 10)
+        pooling = next(layer for layer in model.layers if layer.pool)
+        with pytest.raises(ExportError, match=says) as err:
+            pooling.export_nir(0, 1e-4)
+        assert "\n" not in str(err.value)
