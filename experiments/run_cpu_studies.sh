@@ -4,7 +4,9 @@
 # so running it again only fills in what is missing; delete a directory to redo it.
 # Measured on a 2-core CPU: depth/correlation about 2 / 10 / 9 min (standard / quantized / spiking; the
 # quantized records say 18 min because other jobs shared the CPU for part of it),
-# trifecta see experiments/results/trifecta-cpu-*/REPORT.md.
+# trifecta (20,000 training images since 2026-12-01) see the "train s (unit)" column of
+# experiments/results/trifecta-cpu-*/REPORT.md. The depth study's `full` grid is not in this script (about
+# 45 minutes for its 32x100 cell alone, more for 8x1000): python -m ffhw.run study depth-correlation --grid full
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for study in depth-correlation trifecta; do
