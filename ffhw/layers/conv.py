@@ -73,11 +73,12 @@ class ConvBlock(FFLayer):
                      None if bias is None else bias.reshape(s * o), padding=1, groups=s)
         return self.ungrouped(y, s)
 
-    def maybe_pool(self, y: torch.Tensor) -> torch.Tensor:
+    def maybe_pool(self, y: torch.Tensor, pool=F.max_pool2d) -> torch.Tensor:
+        """The block's 2x2 pool (max by default) over the last three dimensions, if the block pools."""
         if not self.pool:
             return y
         lead = y.shape[:-3]
-        return F.max_pool2d(y.reshape(-1, *y.shape[-3:]), 2).reshape(*lead, *self.out_shape)
+        return pool(y.reshape(-1, *y.shape[-3:]), 2).reshape(*lead, *self.out_shape)
 
     def forward_labels(self, base, patterns, neutral=None):
         raise TypeError("conv blocks take the label as an input channel: use LabelChannel.all_labels")

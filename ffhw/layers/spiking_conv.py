@@ -58,10 +58,7 @@ class SpikingConvBlock(ConvBlock, SpikingLayer):
         return self.pool_current(self.normalize_block(self.conv(x, self.weight)))
 
     def pool_current(self, current: torch.Tensor) -> torch.Tensor:
-        if not self.pools_current():
-            return current
-        lead = current.shape[:-3]
-        return F.avg_pool2d(current.reshape(-1, *current.shape[-3:]), 2).reshape(*lead, *self.out_shape)
+        return self.maybe_pool(current, F.avg_pool2d) if self.pools_current() else current
 
     def pool_spikes(self, spikes: torch.Tensor) -> torch.Tensor:
         return spikes if self.pools_current() else self.maybe_pool(spikes)
