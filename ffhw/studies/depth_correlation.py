@@ -202,6 +202,24 @@ def _interval(est: dict, spec: str = "{:.3f}", unit: str = "") -> str:
     return f"{fmt(est.get('mean', est.get('r')), spec)}{unit} [{fmt(lo, spec)}, {fmt(hi, spec)}] ({est.get('n', 0)} seeds)"
 
 
+def claim_min_seeds(rule: dict, claim: str) -> int:
+    """Seeds a claim needs: the rule's minimum unless `min_seeds_by_claim` declares one for that claim."""
+    return int(rule.get("min_seeds_by_claim", {}).get(claim, rule["min_seeds"]))
+
+
+def _width_pair(results: dict):
+    """The narrowest and widest width's entries at the deepest depth both have (their delays compare there)."""
+    entries = [e for e in results.values() if "delay" in e]
+    widths = sorted({e["width"] for e in entries})
+    if len(widths) < 2:
+        return None, None
+    at = {(e["width"], e["depth"]): e for e in entries}
+    shared = {d for w, d in at if w == widths[0]} & {d for w, d in at if w == widths[-1]}
+    if not shared:
+        return None, None
+    return at[widths[0], max(shared)], at[widths[-1], max(shared)]
+
+
 def claims(results: dict, rule: dict) -> list[dict]:
     """The paper's findings (and two that separate a layer from training progress), each decided by the
     declared rule on seed-level intervals of the deepest configuration per width."""
@@ -210,7 +228,8 @@ def claims(results: dict, rule: dict) -> list[dict]:
     out = []
 
     def add(cid, claim, per_config, paper=True):
-        verdicts = [verdict(est, directions[cid], rule, ref) for _, est, ref, _ in per_config]
+        claim_rule = {**rule, "min_seeds": claim_min_seeds(rule, cid)}
+        verdicts = [verdict(est, directions[cid], claim_rule, ref) for _, est, ref, _ in per_config]
         overall = ("not testable with this grid" if not per_config else verdicts[0] if len(set(verdicts)) == 1
                    else "mixed: " + ", ".join(f"{label} {v}" for (label, *_), v in zip(per_config, verdicts)))
         out.append({"id": cid, "claim": claim, "paper": paper, "direction": directions[cid], "verdict": overall,
@@ -222,16 +241,12 @@ def claims(results: dict, rule: dict) -> list[dict]:
           f"{_interval(e['delay']['slope'], '{:.2f}', ' epochs/layer')} ({e['delay']['left_censored']} left-, "
           f"{e['delay']['right_censored']} right-censored of {e['delay']['crossings']} crossings, at their bounds)")
          for e in reps])
-    if len(reps) >= 2:
-        narrow, wide = reps[0], reps[-1]
-        if narrow["depth"] == wide["depth"]:
-            est = welch_t(narrow["delay"]["slope_per_seed"], wide["delay"]["slope_per_seed"], rule["confidence"])
-            evidence = [(f"depth {wide['depth']}", est, 0.0, f"slope at width {wide['width']} minus width "
-                         f"{narrow['width']}: {_interval(est, '{:.2f}')} (Welch)")]
-        else:
-            evidence = []
+    narrow, wide = _width_pair(results)
+    if narrow is not None:
+        est = welch_t(narrow["delay"]["slope_per_seed"], wide["delay"]["slope_per_seed"], rule["confidence"])
         add("width", f"The delay grows more with depth at the larger width ({wide['width']} vs {narrow['width']})",
-            evidence)
+            [(f"depth {wide['depth']}", est, 0.0, f"slope at width {wide['width']} minus width {narrow['width']} "
+              f"at depth {wide['depth']}, the deepest both widths have: {_interval(est, '{:.2f}')} (Welch)")])
     else:
         add("width", "The delay grows more with depth at the larger width (paper: 1000 vs 100)", [])
     strong = float(rule.get("strong_r", RULE["strong_r"]))

@@ -25,7 +25,8 @@ def _what_ran(study, cfg, opts: dict, results: dict) -> list[str]:
     metric = next(iter(results.values()))["network_metric"] if results else opts["network_metric"]
     sources = sorted({e.get("crossing_source", "-") for e in results.values() if "delay" in e})
     return ["## What ran", "",
-            "- factors: " + ", ".join(f"{k} = {v}" for k, v in grid["factors"].items()),
+            "- factors: " + ", ".join(f"{k} = {v}" for k, v in grid["factors"].items())
+            + "".join(f"; left out: {r.get('match')}" for r in grid.get("exclude", [])),
             f"- seeds per configuration: {grid.get('seeds', 1)}"
             + "".join(f"; {r['seeds']} for {r['match']}" for r in grid.get("extra", [])),
             f"- design: {DESIGN_TEXT[study.design]}",
@@ -42,9 +43,41 @@ def _what_ran(study, cfg, opts: dict, results: dict) -> list[str]:
             + ("(sub-epoch probes on a fixed held-out batch)" if "probe" in sources
                else "(whole epochs only: no sub-epoch probes were recorded)"),
             f"- inference rule (`[analysis.rule]` of the study definition): {rule['confidence']:.0%} t intervals "
-            f"across seeds, at least {rule['min_seeds']} seeds per configuration to decide a claim; a claim is "
+            f"across seeds, at least {rule['min_seeds']} seeds per configuration to decide a claim"
+            + "".join(f" ({k}: {v})" for k, v in rule.get("min_seeds_by_claim", {}).items()) + "; a claim is "
             "reproduced when its interval lies beyond the reference in the paper's direction, contradicted when "
             "it lies beyond it the other way, not reproduced when it contains it.", ""]
+
+
+def pending_configurations(study, results: dict) -> list[str]:
+    """The grid's configurations without finished records, as DEPTHxWIDTH."""
+    done = [e["factors"] for e in results.values() if "delay" in e]
+    return [f"{f.get('depth')}x{f.get('width')}" for f in study.all_configurations() if f not in done]
+
+
+def _cannot_decide(study, results: dict, opts: dict, claim_list: list[dict]) -> list[str]:
+    rule = opts["rule"]
+    lines = []
+    untestable = [c["claim"] for c in claim_list if c["verdict"] == "not testable with this grid"]
+    if untestable:
+        special = ", ".join(f"{k} {v}" for k, v in rule.get("min_seeds_by_claim", {}).items())
+        lines += [f"- Not testable here (fewer than {rule['min_seeds']} seeds"
+                  + (f"; by claim: {special}" if special else "") + ", or no configuration that tests it): "
+                  + "; ".join(untestable) + "."]
+    pending = pending_configurations(study, results)
+    if pending:
+        lines += [f"- Not yet trained, so not in any verdict above: {', '.join(pending)}. The report covers "
+                  "finished cells only; the study command resumes the rest from their checkpoints."]
+    factors = study.grid["factors"]
+    depths = [int(d) for d in factors.get("depth", [])] or [e["depth"] for e in results.values()]
+    widths = [int(w) for w in factors.get("width", [])] or [e["width"] for e in results.values()]
+    if depths and max(depths) < 30:
+        lines += [f"- The paper reports the fall of correlation near layer 30; the deepest network here has "
+                  f"{max(depths)} layers."]
+    if widths and max(widths) < 1000:
+        lines += ["- The paper's larger delay is at width 1000; this grid trains width "
+                  + ", ".join(map(str, widths)) + " only."]
+    return lines
 
 
 def write_report(root: Path, study, results: dict, opts: dict, claim_list: list[dict], comparisons: list[dict],
@@ -66,7 +99,9 @@ def write_report(root: Path, study, results: dict, opts: dict, claim_list: list[
         if not e.get("prefix_of"):
             for k, v in e["status"].items():
                 statuses[k] = statuses.get(k, 0) + v
-    lines += ["Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())), ""]
+    pending = pending_configurations(study, results)
+    lines += ["Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))
+              + (f"; configurations not yet finished: {', '.join(pending)}" if pending else ""), ""]
     lines += ["## Measured", "", markdown_table(header, rows), "",
               "Every interval is a t interval across seeds (one value per seed, seeds independent). Correlations "
               "are per seed over the epochs, combined with Fisher z. *Partial r* removes from both curves what "
@@ -86,19 +121,7 @@ def write_report(root: Path, study, results: dict, opts: dict, claim_list: list[
             [[c["width"], f"{c['depth']} vs {c['deepest']}",
               f"{fmt(c['difference']['mean'], '{:+.4f}')} [{fmt(c['difference']['ci'][0], '{:+.4f}')}, "
               f"{fmt(c['difference']['ci'][1], '{:+.4f}')}]", c["method"]] for c in comparisons])]
-    lines += ["", "## What this grid cannot decide", ""]
-    untestable = [c["claim"] for c in claim_list if c["verdict"] == "not testable with this grid"]
-    if untestable:
-        lines += [f"- Not testable here (fewer than {opts['rule']['min_seeds']} seeds, or no configuration that "
-                  "tests it): " + "; ".join(untestable) + "."]
-    depths = sorted({e["depth"] for e in results.values()})
-    widths = sorted({e["width"] for e in results.values()})
-    if depths and max(depths) < 30:
-        lines += [f"- The paper reports the fall of correlation near layer 30; the deepest network here has "
-                  f"{max(depths)} layers."]
-    if widths and max(widths) < 1000:
-        lines += ["- The paper's larger delay is at width 1000; this grid trains width "
-                  + ", ".join(map(str, widths)) + " only."]
+    lines += ["", "## What this grid cannot decide", ""] + _cannot_decide(study, results, opts, claim_list)
     lines += ["", "## Figures", ""] + [f"![{name}](figures/{name}.png)\n" for name in figures]
     text = "\n".join(lines)
     (root / "REPORT.md").write_text(text)

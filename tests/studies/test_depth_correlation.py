@@ -98,6 +98,17 @@ def test_a_pure_progress_trend_gives_high_pooled_r_and_partial_r_near_zero():
     assert verdicts(results)["layer0_beyond_progress"] == "not reproduced"
 
 
+def test_width_claim_compares_the_deepest_depth_both_widths_have_under_its_declared_seed_minimum():
+    rng = np.random.default_rng(1)
+    cells = (synthetic_cells(depth=8, seeds=6, delay=0.5, noise=0.005, rng=rng)
+             + synthetic_cells(depth=12, seeds=6, delay=0.5, noise=0.005, rng=rng)
+             + synthetic_cells(depth=8, seeds=3, delay=1.0, noise=0.005, rng=rng, width=1000))
+    results = dc.summarize(cells, {})
+    claim = next(c for c in dc.claims(results, {**dc.RULE, "min_seeds_by_claim": {"width": 3}}) if c["id"] == "width")
+    assert claim["verdict"] == "reproduced" and "at depth 8" in claim["evidence"]  # not 12x100 against 8x1000
+    assert verdicts(results)["width"] == "not testable with this grid"  # 3 seeds under the default minimum of 5
+
+
 def test_nested_cells_expand_to_every_prefix_configuration():
     deep = synthetic_cells(depth=4, seeds=2, delay=1.0)
     for cell in deep:  # what a 4-layer network with model.prefix_depths = [2] records
@@ -142,6 +153,8 @@ def test_figures_and_report_from_records_only(tmp_path):
     report = (tmp_path / "REPORT.md").read_text()
     assert "reduced `tiny` grid" in report and "Deeper layers reach" in report and "not testable with this grid" in report
     assert out["configurations"]["depth-3_width-100"]["delay"]["concordance"]["mean"] > 0
+    # the tiny grid's 2x16 and 3x16 have no records here: the report names them as not yet trained
+    assert "configurations not yet finished: 2x16, 3x16" in report and "Not yet trained" in report
 
 
 def test_training_batch_accuracy_is_an_analysis_option():
