@@ -5,8 +5,12 @@
 # Measured on a 2-core CPU: depth/correlation about 2 / 10 / 9 min (standard / quantized / spiking; the
 # quantized records say 18 min because other jobs shared the CPU for part of it),
 # trifecta (20,000 training images since 2026-12-01) see the "train s (unit)" column of
-# experiments/results/trifecta-cpu-*/REPORT.md. The depth study's `full` grid is not in this script (about
-# 45 minutes for its 32x100 cell alone, more for 8x1000): python -m ffhw.run study depth-correlation --grid full
+# experiments/results/trifecta-cpu-*/REPORT.md. Larger grids, not in this script (resumable; times measured
+# on this CPU):
+#   python -m ffhw.run study depth-correlation --grid full --layer-type standard   # 32x100 x 10 seeds, 100 epochs; 8x1000 x 3 seeds: ~3.2 h more
+#   python -m ffhw.run study depth-correlation --grid deep --layer-type quantized  # 32x100 x 5 seeds, 30 epochs (38 min on 1 thread)
+#   python -m ffhw.run study depth-correlation --grid deep --layer-type spiking    # 32x100 x 5 seeds, 16 epochs (62 min on 1 thread)
+#   python -m ffhw.run study trifecta --grid scale --layer-type standard           # the Trifecta variant at 1/4 width, 12 epochs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for study in depth-correlation trifecta; do
