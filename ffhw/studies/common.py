@@ -18,6 +18,12 @@ def group_cells(cells: list[dict]) -> dict[str, list[dict]]:
     return dict(groups)
 
 
+def unfinished(study, finished: list[dict]) -> list[dict]:
+    """The grid's configurations (factor tables) that have no finished records: reports name them, since
+    every number and verdict is over finished cells only."""
+    return [f for f in study.all_configurations() if f not in finished]
+
+
 def curves(cells: list[dict], split: str, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-epoch, per-layer values of one metric for the complete cells of one configuration.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import fmt, markdown_table
+from .common import fmt, markdown_table, unfinished
 
 DESIGN_TEXT = {
     "nested": "nested: only the deepest network per width and seed trained; each shallower configuration is its "
@@ -52,7 +52,7 @@ def _what_ran(study, cfg, opts: dict, results: dict) -> list[str]:
 def pending_configurations(study, results: dict) -> list[str]:
     """The grid's configurations without finished records, as DEPTHxWIDTH."""
     done = [e["factors"] for e in results.values() if "delay" in e]
-    return [f"{f.get('depth')}x{f.get('width')}" for f in study.all_configurations() if f not in done]
+    return [f"{f.get('depth')}x{f.get('width')}" for f in unfinished(study, done)]
 
 
 def _cannot_decide(study, results: dict, opts: dict, claim_list: list[dict]) -> list[str]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..stats import mean_std, paired_t, slope, verdict
 from .common import (final_value, fmt, group_cells, json_ready, markdown_table, net_curve, pyplot, save_figure,
-                     status_counts)
+                     status_counts, unfinished)
 
 NETWORK_METRIC = "acc_goodness"
 RULE = {"confidence": 0.95, "min_seeds": 5, "max_final_gain": 0.005}
@@ -176,6 +176,23 @@ HEADER = ["dataset", "variant", "seeds", "test acc % (mean +/- std)", "thesis %"
           "per-block activity", "val gain/epoch, last third", "train s (unit)", "cells"]
 
 
+def missing_lines(study, results: dict) -> list[str]:
+    """What the report's numbers leave out: datasets the grid does not have, configurations not yet finished."""
+    lines = []
+    datasets = study.grid["factors"].get("data.dataset", [])
+    absent = [name for name in ("cifar10", "svhn") if name not in datasets]
+    if absent:
+        lines.append(f"- {' and '.join(absent)} not in this grid: they need a machine that can download them "
+                     "(`ffhw.data` fetches and verifies the official files on first use).")
+    done = [e["factors"] for vs in results.values() for e in vs.values() if e["seeds"]]
+    pending = unfinished(study, done)
+    if pending:
+        lines.append("- not yet trained, so in no number or verdict below: "
+                     + "; ".join(f"{f.get('data.dataset', '?')} {variant_name(f)}" for f in pending)
+                     + " (the study command resumes them)")
+    return lines
+
+
 def write_report(root: Path, study, results: dict, checks: list[dict], thesis: dict, note: str, rule: dict) -> None:
     from ..config import RunConfig
     from ..records import RunDir
@@ -197,8 +214,7 @@ def write_report(root: Path, study, results: dict, checks: list[dict], thesis: d
               f"{cfg.train.batch_size}, augmentation crop pad {cfg.data.crop_padding} + rotation "
               f"{cfg.data.max_rotation} deg, {cfg.data.train_subset or 'all'} training images, "
               f"{cfg.data.val_size} validation images",
-              "- CIFAR-10 and SVHN are not in this grid: they need a machine that can download them "
-              "(`ffhw.data` fetches and verifies the official files on first use).", "",
+              *missing_lines(study, results), "",
               "## Ablation (test set)", "", markdown_table(HEADER, table_rows(results, thesis)), "",
               f"Thesis column: {note}. Test accuracy is the argmax over labels of the last block's goodness.", "",
               "## The thesis ordering, checked", "",

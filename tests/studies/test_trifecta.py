@@ -57,3 +57,16 @@ def test_a_silent_last_block_makes_a_step_unjudgeable():
     assert results["mnist"]["symba"]["silent_blocks"] == [2]
     (check,) = trifecta.ordering(results, [["symba", "trifecta"]])
     assert not check["judged"] and not check["holds"]
+
+
+def test_report_names_what_its_numbers_leave_out():
+    from ffhw.study import Study
+
+    study = Study.load("trifecta", "cpu", "standard")  # 5 variants x MNIST, Fashion-MNIST
+    results = trifecta.summarize(cells({"vanilla": [0.5, 0.6], "trifecta": [0.7, 0.8]}))
+    lines = " ".join(trifecta.missing_lines(study, results))
+    assert "cifar10 and svhn not in this grid" in lines
+    pending = lines.split("verdict below: ")[1].split(" (the study")[0].split("; ")
+    assert "mnist symba" in pending and "fashion-mnist trifecta" in pending and "mnist vanilla" not in pending
+    paper = Study.load("trifecta", "paper", "standard")
+    assert "not in this grid" not in " ".join(trifecta.missing_lines(paper, results))
