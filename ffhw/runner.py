@@ -11,8 +11,11 @@ See ffhw/study.py for what a study definition holds and how a study directory is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import os
 import shutil
+import socket
 import tempfile
 import time
 import traceback
@@ -76,6 +79,44 @@ def run_unit(spec: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- the runner
+@contextlib.contextmanager
+def study_lock(root: Path):
+    """One runner per study directory: a second one would train the same pending units and overwrite their
+    checkpoints. A lock left by a runner that died (its process is gone) is taken over."""
+    path = root / "work" / "runner.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            pid, _, host = path.read_text().partition(" ")
+            if host.strip() == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)  # stale: its runner is gone
+                continue
+            raise ConfigError(f"{root} is being run by process {pid} on {host.strip() or '?'}; wait for it or stop "
+                              f"it (if no runner is left, delete {path})") from None
+    else:
+        raise ConfigError(f"could not take {path}; delete it if no runner is using {root}")
+    with os.fdopen(fd, "w") as f:
+        f.write(mine)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 class StudyRunner:
     def __init__(self, study: Study, root: Path, executor, seed_batch: int | str = "auto", retries: int = 2,
                  quiet: bool = False, console=None):
@@ -158,10 +199,14 @@ class StudyRunner:
         return True
 
     def run(self) -> dict:
+        self.prepare()
+        with study_lock(self.root):
+            return self._run_pending()
+
+    def _run_pending(self) -> dict:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
-        self.prepare()
         units, done, total = self.pending_units()
         self.console.print(f"study {self.study.name} [{self.study.grid_name} grid, {self.study.layer_type} layers]: "
                            f"{total} cells, {done} already recorded, {len(units)} work unit(s) to run on "

@@ -179,3 +179,18 @@ def test_a_change_to_another_layer_types_table_leaves_a_study_directory_valid():
     changed.setdefault("layer_types", {}).setdefault("spiking", {}).setdefault("train", {})["lr"] = 0.5
     assert _grid_part(changed, "cpu", "standard") == _grid_part(definition, "cpu", "standard")
     assert _grid_part(changed, "cpu", "spiking") != _grid_part(definition, "cpu", "spiking")
+
+
+def test_a_second_runner_on_the_same_study_directory_is_refused(uninterrupted):
+    lock = uninterrupted / "work" / "runner.lock"
+    lock.parent.mkdir(exist_ok=True)
+    import socket
+    lock.write_text(f"{os.getpid()} {socket.gethostname()}")  # a live runner holds it
+    try:
+        with pytest.raises(ConfigError, match="is being run by process"):
+            run_tiny(uninterrupted)
+    finally:
+        lock.unlink()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{gone.stdout.strip()} {socket.gethostname()}")  # its runner died: taken over, then released
+    assert run_tiny(uninterrupted)["counts"] == {"complete": 4} and not lock.exists()
