@@ -225,6 +225,8 @@ def write_report(root: Path, study, results: dict, checks: list[dict], thesis: d
               f"fewer than {rule['min_seeds']} seeds, with a silent last block, or while a variant's validation "
               f"accuracy still rises by more than {rule['max_final_gain']} per epoch over the last third of training "
               "(a ranking of networks still learning is not their ranking).", ""]
+    if not checks:
+        lines.append("- no step to check: the grid holds no two variants of the ordering on one dataset.")
     for c in checks:
         d = c["difference"]
         lines.append(f"- {c['dataset']}: {LABELS.get(c['lower'], c['lower'])} < {LABELS.get(c['higher'], c['higher'])}: "
