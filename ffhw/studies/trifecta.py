@@ -164,7 +164,8 @@ def table_rows(results: dict, thesis: dict) -> list[list]:
         for variant, e in variants.items():
             m, s, n = e["test"]
             ref = thesis.get(dataset, {}).get(variant)
-            rows.append([dataset, LABELS.get(variant, variant), n, f"{fmt(100 * m, '{:.2f}')} +/- {fmt(100 * s, '{:.2f}')}",
+            spread = f" +/- {fmt(100 * s, '{:.2f}')}" if n > 1 else " (one seed: no spread)"
+            rows.append([dataset, LABELS.get(variant, variant), n, f"{fmt(100 * m, '{:.2f}')}{spread}",
                          fmt(ref, "{:.1f}"), " ".join(fmt(pm, "{:.3f}") for pm, _, _ in e["per_layer"]),
                          " ".join(fmt(a, "{:.2f}") for a in e["activity"]), fmt(e["final_gain"], "{:+.4f}"),
                          fmt(e["train_seconds"][0], "{:.0f}"),
@@ -185,10 +186,16 @@ def missing_lines(study, results: dict) -> list[str]:
         lines.append(f"- {' and '.join(absent)} not in this grid: they need a machine that can download them "
                      "(`ffhw.data` fetches and verifies the official files on first use).")
     done = [e["factors"] for vs in results.values() for e in vs.values() if e["seeds"]]
-    pending = unfinished(study, done)
+    pending = [f"{f.get('data.dataset', '?')} {variant_name(f)}" for f in unfinished(study, done)]
+    for vs in results.values():
+        for e in vs.values():
+            wanted = len(study.seeds_for(e["factors"]))
+            if e["seeds"] and len(e["seeds"]) < wanted:
+                pending.append(f"{e['factors'].get('data.dataset', '?')} {variant_name(e['factors'])} "
+                               f"({len(e['seeds'])} of {wanted} seeds finished)")
     if pending:
-        lines.append("- not yet trained, so in no number or verdict below: "
-                     + "; ".join(f"{f.get('data.dataset', '?')} {variant_name(f)}" for f in pending)
+        lines.append("- not finished, so missing from (or, with fewer seeds, partial in) the numbers below: "
+                     + "; ".join(pending)
                      + " (the study command resumes them)")
     return lines
 
