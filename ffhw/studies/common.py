@@ -18,10 +18,20 @@ def group_cells(cells: list[dict]) -> dict[str, list[dict]]:
     return dict(groups)
 
 
-def unfinished(study, finished: list[dict]) -> list[dict]:
-    """The grid's configurations (factor tables) that have no finished records: reports name them, since
-    every number and verdict is over finished cells only."""
-    return [f for f in study.all_configurations() if f not in finished]
+def unfinished(study, finished: list[tuple[dict, int]]) -> list[tuple[dict, int, int]]:
+    """(factors, seeds finished, seeds asked) of each grid configuration with fewer finished seeds than the
+    grid asks: reports name them, since every number and verdict is over finished cells only."""
+    out = []
+    for factors in study.all_configurations():
+        have = next((n for f, n in finished if f == factors), 0)
+        want = len(study.seeds_for(factors))
+        if have < want:
+            out.append((factors, have, want))
+    return out
+
+
+def unfinished_label(name: str, have: int, want: int) -> str:
+    return name if have == 0 else f"{name} ({have} of {want} seeds finished)"
 
 
 def curves(cells: list[dict], split: str, metric: str) -> tuple[np.ndarray, np.ndarray, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import fmt, markdown_table, unfinished
+from .common import fmt, markdown_table, unfinished, unfinished_label
 
 DESIGN_TEXT = {
     "nested": "nested: only the deepest network per width and seed trained; each shallower configuration is its "
@@ -50,9 +50,10 @@ def _what_ran(study, cfg, opts: dict, results: dict) -> list[str]:
 
 
 def pending_configurations(study, results: dict) -> list[str]:
-    """The grid's configurations without finished records, as DEPTHxWIDTH."""
-    done = [e["factors"] for e in results.values() if "delay" in e]
-    return [f"{f.get('depth')}x{f.get('width')}" for f in unfinished(study, done)]
+    """The grid's configurations with seeds still to train, as DEPTHxWIDTH."""
+    done = [(e["factors"], len(e["seeds"])) for e in results.values() if "delay" in e]
+    return [unfinished_label(f"{f.get('depth')}x{f.get('width')}", have, want)
+            for f, have, want in unfinished(study, done)]
 
 
 def _cannot_decide(study, results: dict, opts: dict, claim_list: list[dict]) -> list[str]:
@@ -66,7 +67,8 @@ def _cannot_decide(study, results: dict, opts: dict, claim_list: list[dict]) -> 
                   + "; ".join(untestable) + "."]
     pending = pending_configurations(study, results)
     if pending:
-        lines += [f"- Not yet trained, so not in any verdict above: {', '.join(pending)}. The report covers "
+        lines += [f"- Not yet trained, so missing from (or partial in) the verdicts above: {', '.join(pending)}. "
+                  "The report covers "
                   "finished cells only; the study command resumes the rest from their checkpoints."]
     factors = study.grid["factors"]
     depths = [int(d) for d in factors.get("depth", [])] or [e["depth"] for e in results.values()]

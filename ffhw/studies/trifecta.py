@@ -21,7 +21,7 @@ import numpy as np
 
 from ..stats import mean_std, paired_t, slope, verdict
 from .common import (final_value, fmt, group_cells, json_ready, markdown_table, net_curve, pyplot, save_figure,
-                     status_counts, unfinished)
+                     status_counts, unfinished, unfinished_label)
 
 NETWORK_METRIC = "acc_goodness"
 RULE = {"confidence": 0.95, "min_seeds": 5, "max_final_gain": 0.005}
@@ -185,14 +185,9 @@ def missing_lines(study, results: dict) -> list[str]:
     if absent:
         lines.append(f"- {' and '.join(absent)} not in this grid: they need a machine that can download them "
                      "(`ffhw.data` fetches and verifies the official files on first use).")
-    done = [e["factors"] for vs in results.values() for e in vs.values() if e["seeds"]]
-    pending = [f"{f.get('data.dataset', '?')} {variant_name(f)}" for f in unfinished(study, done)]
-    for vs in results.values():
-        for e in vs.values():
-            wanted = len(study.seeds_for(e["factors"]))
-            if e["seeds"] and len(e["seeds"]) < wanted:
-                pending.append(f"{e['factors'].get('data.dataset', '?')} {variant_name(e['factors'])} "
-                               f"({len(e['seeds'])} of {wanted} seeds finished)")
+    done = [(e["factors"], len(e["seeds"])) for vs in results.values() for e in vs.values()]
+    pending = [unfinished_label(f"{f.get('data.dataset', '?')} {variant_name(f)}", have, want)
+               for f, have, want in unfinished(study, done)]
     if pending:
         lines.append("- not finished, so missing from (or, with fewer seeds, partial in) the numbers below: "
                      + "; ".join(pending)
