@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ExportError
-from .onnxrt import ort_session
+from .onnxrt import ort_session, unshare_integer_constants
 
 OPSET = 17
 ACCURACY_TOLERANCE = 0.0005  # 0.05% of the test images may be decided differently
@@ -212,6 +212,7 @@ def export_layer(layer, k: int, graph: nn.Module, args: tuple, input_names: list
     with torch.no_grad():
         ref_out, ref_good = graph(*args)
     exporter = layer.export_onnx(graph, args, path, input_names, ["out", "goodness"], dynamic, OPSET)
+    unshare_integer_constants(path)
     got_out, got_good = ort_session(path).run(None, {n: a.numpy() for n, a in zip(input_names, args)})
     parity = layer.parity(ref_out, torch.from_numpy(got_out), seed)
     parity["goodness_rel_error"] = float(np.max(np.abs(got_good - ref_good.numpy())) / (np.abs(ref_good.numpy()).max() + 1e-12))
@@ -242,6 +243,7 @@ def export_classifier(model, graph: nn.Module, classifier: str, seed_index: int,
     path = bundle / "classifier.onnx"
     exporter = model.layers[0].export_onnx(graph, (example[:2],), path, ["image"], ["scores"],
                                            {"image": {0: "batch"}, "scores": {0: "batch"}}, OPSET)
+    unshare_integer_constants(path)
     sess = ort_session(path)
     graph_scores, ort_scores, model_scores = [], [], []
     with torch.no_grad():

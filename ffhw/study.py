@@ -204,7 +204,8 @@ def choose_seed_batch(cfg: RunConfig, seeds: int, device_type: str | None = None
 
 
 def _grid_part(definition: dict, grid: str, layer_type: str) -> dict:
-    """The parts of a definition that decide what a grid's cells of one layer type train (documentation and
-    other layer types' tables may change freely)."""
+    """The parts of a definition that decide what a grid's cells of one layer type train (documentation,
+    the grid's note included, and other layer types' tables may change freely)."""
+    grid_table = {k: v for k, v in definition.get("grids", {}).get(grid, {}).items() if k != "note"}
     return {k: definition.get(k) for k in ("kind", "base", "levels")} | \
-        {"layer_type": definition.get("layer_types", {}).get(layer_type), "grid": definition.get("grids", {}).get(grid)}
+        {"layer_type": definition.get("layer_types", {}).get(layer_type), "grid": grid_table}

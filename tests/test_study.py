@@ -179,6 +179,10 @@ def test_a_change_to_another_layer_types_table_leaves_a_study_directory_valid():
     changed.setdefault("layer_types", {}).setdefault("spiking", {}).setdefault("train", {})["lr"] = 0.5
     assert _grid_part(changed, "cpu", "standard") == _grid_part(definition, "cpu", "standard")
     assert _grid_part(changed, "cpu", "spiking") != _grid_part(definition, "cpu", "spiking")
+    changed["grids"]["cpu"]["note"] = "rewritten after the cells ran"
+    assert _grid_part(changed, "cpu", "standard") == _grid_part(definition, "cpu", "standard")
+    changed["grids"]["cpu"]["seeds"] = 7
+    assert _grid_part(changed, "cpu", "standard") != _grid_part(definition, "cpu", "standard")
 
 
 def test_a_second_runner_on_the_same_study_directory_is_refused(uninterrupted):

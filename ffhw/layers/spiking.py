@@ -28,6 +28,11 @@ from ..errors import ExportError
 from .base import FFLayer, LayerOutput, NirPart, register
 from .ops import affine, affine_label_sets, affine_labels, init_std, linear_module, normalize, seed_normal
 
+# Two summation orders (torch's kernels, onnxruntime's) can leave a membrane within float rounding of the
+# threshold on either side; the flipped spike's reset then carries into later steps of that unit. A wrong
+# weight, threshold or reset flips far more than 1 entry in 10,000.
+SPIKE_PARITY_TOLERANCE = 1e-4
+
 
 @dataclass
 class SpikingOptions:
@@ -307,6 +312,8 @@ class SpikingLayer(FFLayer):
                 "input": "analog, repeated over T steps" if self.analog_input() else "spike trains [N, T, D]"}
 
     def parity(self, reference: torch.Tensor, exported: torch.Tensor, seed: int = 0) -> dict:
-        """Spike trains must match: the share of (sample, step, unit) entries that differ."""
+        """Spike trains must match: the share of (sample, step, unit) entries that differ, at most
+        SPIKE_PARITY_TOLERANCE."""
         differ = (reference != exported).float().mean().item()
-        return {"metric": "share of differing spikes", "value": differ, "tolerance": 0.0, "ok": differ == 0.0}
+        return {"metric": "share of differing spikes", "value": differ, "tolerance": SPIKE_PARITY_TOLERANCE,
+                "ok": differ <= SPIKE_PARITY_TOLERANCE}
