@@ -260,6 +260,9 @@ def analyze(root: Path, quiet: bool = False, options: list[str] | None = None) -
         if (_grid_part(current, study.grid_name, study.layer_type)
                 == _grid_part(study.definition, study.grid_name, study.layer_type)):
             study.definition["analysis"] = current.get("analysis", {})
+            current_grid = current.get("grids", {}).get(study.grid_name, {})
+            if "note" in current_grid:  # the note describes the grid and may be corrected after the cells ran
+                study.definition.setdefault("grids", {}).setdefault(study.grid_name, {})["note"] = current_grid["note"]
     for item in options or []:
         key, sep, value = item.partition("=")
         if not sep:
