@@ -26,7 +26,7 @@ from pathlib import Path
 from .config import RunConfig, load_toml, parse_value, repo_root, safe_component
 from .errors import ConfigError, DivergenceError, FFHWError
 from .files import atomic_write, make_dir
-from .records import FINAL, RunDir, cell_dir, load_cells, read_cell, write_cell
+from .records import FINAL, RunDir, cell_dir, cell_key, load_cells, read_cell, write_cell
 from .study import Study, Unit, _grid_part
 
 
@@ -119,10 +119,11 @@ def _alive(pid: int) -> bool:
 
 class StudyRunner:
     def __init__(self, study: Study, root: Path, executor, seed_batch: int | str = "auto", retries: int = 2,
-                 quiet: bool = False, console=None):
+                 quiet: bool = False, console=None, only: dict[str, list[str]] | None = None):
         from rich.console import Console
 
         self.study, self.root, self.executor = study, Path(root), executor
+        self.only = study.check_only(only or {})  # this invocation runs these cells; the rest wait for the next
         self.seed_batch, self.retries, self.quiet = seed_batch, retries, quiet
         self.console = console or Console(quiet=quiet)
 
@@ -147,8 +148,13 @@ class StudyRunner:
         atomic_write(frozen_path, tomli_w.dumps(mine))
 
     def pending_units(self) -> tuple[list[Unit], int, int]:
-        units, done, total = [], 0, 0
+        units, done, total, selected = [], 0, 0, 0
         for unit in self.study.units(self.seed_batch, getattr(self.executor, "device_type", None)):
+            if any(str(unit.factors.get(k)) not in values for k, values in self.only.items()):
+                total += len(unit.seeds)
+                done += sum(read_cell(cell_dir(self.root, c)).get("status") in FINAL for c in unit.cells())
+                continue
+            selected += 1
             todo = [c.seed for c in unit.cells() if read_cell(cell_dir(self.root, c)).get("status") not in FINAL]
             total += len(unit.seeds)
             done += len(unit.seeds) - len(todo)
@@ -160,6 +166,9 @@ class StudyRunner:
                 units.append(unit.with_seeds(todo))
             else:
                 units += [unit.with_seeds([s]) for s in todo]
+        if self.only and not selected:
+            raise ConfigError(f"--only selects none of the configurations this grid trains ({self.study.design} "
+                              f"design: {', '.join(cell_key(f) for f in self.study.configurations())})")
         return units, done, total
 
     def spec(self, unit: Unit) -> dict:
@@ -238,6 +247,16 @@ class StudyRunner:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+def parse_only(items: list[str]) -> dict[str, list[str]]:
+    only: dict[str, list[str]] = {}
+    for item in items:
+        key, eq, values = item.partition("=")
+        if not eq or not key.strip() or not values.strip():
+            raise ConfigError(f"--only {item!r}: write FACTOR=VALUE[,VALUE...], e.g. --only data.dataset=mnist")
+        only.setdefault(key.strip(), []).extend(v.strip() for v in values.split(",") if v.strip())
+    return only
+
+
 def default_dir(out: str, study: Study) -> Path:
     return Path(out) / safe_component(f"{study.name}-{study.grid_name}-{study.layer_type}", "study directory name")
 
@@ -288,6 +307,9 @@ def main(argv: list[str]) -> int:
                                   "is resumed")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field in every cell (saved with the study), e.g. --set train.device=cuda")
+    p.add_argument("--only", action="append", default=[], metavar="FACTOR=V1,V2",
+                   help="run only the cells with these factor values this time (repeatable; the others stay "
+                        "pending for a later run), e.g. --only data.dataset=mnist --only variant=symba,trifecta")
     p.add_argument("--seed-batch", default="auto",
                    help="seeds trained side by side per work unit: auto (by network size and device) or a number")
     p.add_argument("--executor", default="in-process", choices=EXECUTORS)
@@ -320,7 +342,8 @@ def main(argv: list[str]) -> int:
     executor = make_executor(executor_name, args.workers, args.ray_address, args.gpus_per_cell, args.cpus_per_cell,
                              args.retries, args.ray_storage)
     try:
-        result = StudyRunner(study, root, executor, args.seed_batch, args.retries, args.quiet).run()
+        result = StudyRunner(study, root, executor, args.seed_batch, args.retries, args.quiet,
+                             only=parse_only(args.only)).run()
     finally:
         executor.shutdown()
     if not args.no_report:

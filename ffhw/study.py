@@ -167,6 +167,18 @@ class Study:
             override(cfg, key.strip(), value.strip())
         return cfg.validate()
 
+    def check_only(self, only: dict[str, list[str]]) -> dict[str, list[str]]:
+        """A cell filter (factor -> values, as written on the command line), checked against this grid."""
+        factors = self.grid["factors"]
+        for key, values in only.items():
+            if key not in factors:
+                raise ConfigError(f"--only {key}: this grid's factors are {', '.join(factors)}")
+            known = [str(v) for v in factors[key]]
+            unknown = [v for v in values if v not in known]
+            if unknown:
+                raise ConfigError(f"--only {key}={','.join(unknown)}: not in this grid; its values are {', '.join(known)}")
+        return only
+
     def units(self, seed_batch: int | str = "auto", device_type: str | None = None) -> list[Unit]:
         """Work units; `device_type`: where the executor runs them (None: this machine decides)."""
         units = []

@@ -198,3 +198,22 @@ def test_a_second_runner_on_the_same_study_directory_is_refused(uninterrupted):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock.write_text(f"{gone.stdout.strip()} {socket.gethostname()}")  # its runner died: taken over, then released
     assert run_tiny(uninterrupted)["counts"] == {"complete": 4} and not lock.exists()
+
+
+def test_only_runs_the_selected_cells_and_a_later_run_finishes_the_rest(uninterrupted, tmp_path):
+    root = tmp_path / "part"
+    result = run_tiny(root, only={"depth": ["3"]})
+    assert {c["factors"]["depth"] for c in load_cells(root)} == {3} and result["counts"] == {"complete": 2}
+    run_tiny(root)  # no filter: the pending depth-2 cells, the finished ones untouched
+    assert records(root) == records(uninterrupted)
+
+
+def test_only_with_an_unknown_factor_or_value_is_a_one_line_error(tmp_path, capsys):
+    from ffhw.run import main as study_mod_main
+    base = ["study", "depth-correlation", "--grid", "tiny", "--out", str(tmp_path), "--quiet"]
+    assert study_mod_main(base + ["--only", "depth=7"]) == 2
+    assert "its values are 2, 3" in capsys.readouterr().err
+    assert study_mod_main(base + ["--only", "lr=1"]) == 2
+    assert "factors are depth, width" in capsys.readouterr().err
+    assert study_mod_main(base + ["--only", "depth"]) == 2
+    assert not list(tmp_path.glob("*/cells/*"))
