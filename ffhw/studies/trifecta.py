@@ -124,8 +124,11 @@ def figure_per_dataset(results: dict, path: Path, draw, title: str, xlabel: str,
     datasets = list(results)
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets) + 1.5, 4.2), squeeze=False, sharey=True,
                              layout="constrained")
+    variants = list(dict.fromkeys(v for d in datasets for v in results[d]))
+    colors = dict(zip(variants, plt.get_cmap("tab10").colors))  # one colour per variant in every panel
     for ax, dataset in zip(axes[0], datasets):
         for i, (variant, e) in enumerate(results[dataset].items()):
+            ax.set_prop_cycle(color=[colors[variant]])
             draw(ax, e, LABELS.get(variant, variant), (i - (len(results[dataset]) - 1) / 2) * 0.06)
         if chance is not None:
             ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance (10 classes)")
@@ -134,8 +137,11 @@ def figure_per_dataset(results: dict, path: Path, draw, title: str, xlabel: str,
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    legend = {}  # every variant of any panel, once (a panel may lack some)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=8)
     save_figure(fig, path)
 
 
