@@ -26,7 +26,7 @@ from pathlib import Path
 from .config import RunConfig, load_toml, parse_value, repo_root, safe_component
 from .errors import ConfigError, DivergenceError, FFHWError
 from .files import atomic_write, make_dir
-from .records import FINAL, RunDir, cell_dir, cell_key, load_cells, read_cell, write_cell
+from .records import FINAL, RunDir, cell_dir, load_cells, read_cell, write_cell
 from .study import Study, Unit, _grid_part
 
 
@@ -148,17 +148,12 @@ class StudyRunner:
         atomic_write(frozen_path, tomli_w.dumps(mine))
 
     def pending_units(self) -> tuple[list[Unit], int, int]:
-        units, done, total, selected = [], 0, 0, 0
+        units, done, total = [], 0, 0
         for unit in self.study.units(self.seed_batch, getattr(self.executor, "device_type", None)):
-            if any(str(unit.factors.get(k)) not in values for k, values in self.only.items()):
-                total += len(unit.seeds)
-                done += sum(read_cell(cell_dir(self.root, c)).get("status") in FINAL for c in unit.cells())
-                continue
-            selected += 1
             todo = [c.seed for c in unit.cells() if read_cell(cell_dir(self.root, c)).get("status") not in FINAL]
             total += len(unit.seeds)
             done += len(unit.seeds) - len(todo)
-            if not todo:
+            if not todo or not self.study.selected(unit.factors, self.only):
                 continue
             if todo == unit.seeds:
                 units.append(unit)
@@ -166,9 +161,6 @@ class StudyRunner:
                 units.append(unit.with_seeds(todo))
             else:
                 units += [unit.with_seeds([s]) for s in todo]
-        if self.only and not selected:
-            raise ConfigError(f"--only selects none of the configurations this grid trains ({self.study.design} "
-                              f"design: {', '.join(cell_key(f) for f in self.study.configurations())})")
         return units, done, total
 
     def spec(self, unit: Unit) -> dict:

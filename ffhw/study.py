@@ -177,7 +177,15 @@ class Study:
             unknown = [v for v in values if v not in known]
             if unknown:
                 raise ConfigError(f"--only {key}={','.join(unknown)}: not in this grid; its values are {', '.join(known)}")
+        trained = self.configurations()
+        if only and not any(self.selected(f, only) for f in trained):
+            raise ConfigError(f"--only selects none of the configurations this grid trains ({self.design} design: "
+                              f"{', '.join(cell_key(f) for f in trained)})")
         return only
+
+    @staticmethod
+    def selected(factors: dict, only: dict[str, list[str]]) -> bool:
+        return all(str(factors.get(k)) in values for k, values in only.items())
 
     def units(self, seed_batch: int | str = "auto", device_type: str | None = None) -> list[Unit]:
         """Work units; `device_type`: where the executor runs them (None: this machine decides)."""

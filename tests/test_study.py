@@ -217,3 +217,5 @@ def test_only_with_an_unknown_factor_or_value_is_a_one_line_error(tmp_path, caps
     assert "factors are depth, width" in capsys.readouterr().err
     assert study_mod_main(base + ["--only", "depth"]) == 2
     assert not list(tmp_path.glob("*/cells/*"))
+    with pytest.raises(ConfigError, match="selects none of the configurations this grid trains"):
+        Study.load("depth-correlation", "full", "standard").check_only({"depth": ["2"]})  # nested: 2 is a prefix
