@@ -79,7 +79,9 @@ def test_calibration_of_stacked_seeds_equals_separate():
     both, _ = calibrated_net(2)
     alone, _ = calibrated_net(1, seed=1)
     for a, b in zip(both.layers, alone.layers):
-        assert torch.allclose(a.weight[1], b.weight[0], rtol=1e-5, atol=1e-6)
+        # the rate is a step function of the gain: a spike flipped by the batched product's float order (thread
+        # count) moves a deep layer's gain by ~0.2%; a gain shared across seeds would move it by their spread
+        assert torch.allclose(a.weight[1], b.weight[0], rtol=1e-2, atol=1e-6)
 
 
 def spiking_conv_net(block_norm, seeds=2, conv_pool="spikes"):
