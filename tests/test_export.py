@@ -178,10 +178,9 @@ def test_conv_export_parity(layer_type, conv_runs, tmp_path):
     assert len(manifest["layers"]) == 6 and all(e["parity"]["ok"] for e in manifest["layers"])
     assert manifest["layers"][0]["inputs"] == {"image": ["batch", 1, 28, 28], "label": ["batch"]}
     if qonnx:  # FINN's form of the conv blocks, executed by qonnx
-        worst = max(e["qonnx_parity"]["value"] for e in manifest["layers"])
-        print(f"qonnx parity, worst layer: {worst!r} output steps")
-        # one step apart is a rounding tie taken the other way; the ratio to the step carries float error
-        assert all(e["qonnx_parity"]["ok"] for e in manifest["layers"]) and worst <= 1.0 + 1e-3
+        # the layer's own check owns the float slack; here only its tolerance is pinned to one output step
+        assert all(e["qonnx_parity"]["ok"] and e["qonnx_parity"]["tolerance"] <= 1.0 for e in manifest["layers"]), \
+            [e["qonnx_parity"]["value"] for e in manifest["layers"]]
     if layer_type.startswith("quantized"):
         assert "QLinearConv" in manifest["layers"][1]["optimized_ops"] or "ConvInteger" in manifest["layers"][1]["optimized_ops"]
     if layer_type == "spiking":
