@@ -30,6 +30,17 @@ def unfinished(study, finished: list[tuple[dict, int]]) -> list[tuple[dict, int,
     return out
 
 
+def report_command(root: Path) -> str:
+    """The command that regenerates a report, with the study directory relative to the working directory
+    when it lies under it: a report must not carry one machine's absolute path."""
+    root = Path(root)
+    try:
+        shown = root.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = root
+    return f"python -m ffhw.run study --report {shown.as_posix()}"
+
+
 def unfinished_label(name: str, have: int, want: int) -> str:
     return name if have == 0 else f"{name} ({have} of {want} seeds finished)"
 
