@@ -72,7 +72,10 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def code_version() -> dict:
-    """ffhw version and, in a git checkout, the commit and whether the tree had uncommitted changes."""
+    """ffhw version and, in a git checkout, the commit and whether the tree had uncommitted changes.
+
+    Committed study records under experiments/results do not make a tree dirty: a study rewriting its own
+    report mid-run changes no code."""
     info = {"ffhw": __version__, "torch": torch.__version__, "python": platform.python_version()}
     root = repo_root()
     try:
@@ -80,7 +83,8 @@ def code_version() -> dict:
                                 text=True, timeout=5)
         if commit.returncode == 0:
             info["commit"] = commit.stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                    ".", ":(exclude)experiments/results"],
                                    capture_output=True, text=True, timeout=5)
             info["dirty"] = bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
