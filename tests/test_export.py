@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from ffhw.export import ExportError, decision_flips, export_run, verify_bundle
+from ffhw.export import ExportError, decision_flips, export_run, rounding_slack, verify_bundle
 from ffhw.run import main
 
 TYPES = {
@@ -192,3 +192,26 @@ def test_classifier_check_ignores_float_ties_but_counts_real_flips():
     assert decision_flips(scores, torch.tensor([0, 1, 0])) == 0
     assert decision_flips(scores, torch.tensor([1, 1, 0])) == 0  # a tie to float rounding
     assert decision_flips(scores, torch.tensor([0, 2, 1])) == 2  # clearly worse choices
+
+
+class _RoundingGraph(torch.nn.Module):
+    """Class scores that pass through a quantizer: image 0 sits exactly on a rounding boundary."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+    def forward(self, x):
+        return torch.round(x @ self.w)
+
+
+def test_classifier_check_excuses_flips_at_rounding_boundaries_only():
+    graph, images = _RoundingGraph(), torch.tensor([[2.5, 2.0], [3.0, 1.0]])
+    scores = graph(images)  # [[2, 2], [3, 1]]: image 0 tied by round-half-even, image 1 clear
+    slack = rounding_slack(graph, images, scores)
+    assert slack[0] == 1.0 and slack[1] == 0.0  # a nudge moves image 0 by a whole step, image 1 not at all
+    assert torch.equal(graph.w, torch.eye(2))  # parameters restored
+    moved = torch.tensor([[2.0, 3.0], [3.0, 1.0]])  # another runtime rounds image 0 the other way
+    assert decision_flips(scores + torch.tensor([[0.0, -1.0], [0.0, 0.0]]), moved.argmax(1), slack) == 0
+    assert decision_flips(scores, torch.tensor([0, 1]), slack) == 1  # image 1's flip is beyond its slack
+    assert decision_flips(scores + torch.tensor([[0.0, -1.0], [0.0, 0.0]]), moved.argmax(1)) == 1  # no slack: counted
