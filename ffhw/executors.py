@@ -14,6 +14,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
+import time
 
 from .errors import ConfigError
 
@@ -41,9 +43,17 @@ class InProcessExecutor:
         pass
 
 
-def _limit_threads(threads: int) -> None:
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)  # the runner is gone: nobody will collect this unit, so stop using the CPU
+
+
+def _init_worker(threads: int, parent: int) -> None:
     import torch
     torch.set_num_threads(threads)
+    # a pool worker busy in a unit never reads its queue, so without this it outlives a killed runner
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 class ProcessExecutor:
@@ -57,7 +67,7 @@ class ProcessExecutor:
         self.slots = workers
         threads = max(1, (os.cpu_count() or 1) // workers)
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_limit_threads, initargs=(threads,))
+                                           initializer=_init_worker, initargs=(threads, os.getpid()))
 
     def submit(self, fn, spec) -> cf.Future:
         return self.pool.submit(fn, spec)

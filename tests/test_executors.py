@@ -1,4 +1,10 @@
 """Executors: a local process pool and a real local Ray instance give the in-process records."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from ffhw.executors import ProcessExecutor
@@ -12,6 +18,36 @@ def test_process_pool_gives_the_same_records(uninterrupted, tmp_path):
     finally:
         executor.shutdown()
     assert records(tmp_path / "pool") == records(uninterrupted)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped running
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads worker state from /proc")
+def test_pool_workers_stop_when_the_runner_is_killed():
+    # the runner process starts a pool, a worker takes a long unit, then the runner dies by SIGKILL
+    script = ("import time; from ffhw.executors import ProcessExecutor\n"
+              "ex = ProcessExecutor(1); ex.submit(time.sleep, 120); time.sleep(3)\n"
+              "print(*ex.pool._processes, flush=True); time.sleep(120)\n")
+    runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in runner.stdout.readline().split()]
+        assert workers and all(_alive(pid) for pid in workers)
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"pool workers {survivors} kept running after their runner was killed"
 
 
 @pytest.fixture(scope="session")
