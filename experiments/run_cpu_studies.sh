@@ -8,7 +8,7 @@
 # experiments/results/trifecta-cpu-*/REPORT.md. Larger grids, not in this script (resumable; times measured
 # on this CPU):
 #   python -m ffhw.run study depth-correlation --grid full --layer-type standard   # 32x100 x 10 seeds, 100 epochs; 8x1000 x 3 seeds: ~3.2 h more
-#   python -m ffhw.run study depth-correlation --grid width --layer-type standard  # 4x100 x 10 seeds (~46 min shared), 4x1000 x 3 seeds (~3.2 h)
+#   python -m ffhw.run study depth-correlation --grid width --layer-type standard  # 4x100 x 10 seeds (~46 min shared), 4x1000 x 3 seeds (~2.1 h alone, 2 threads)
 #   python -m ffhw.run study depth-correlation --grid deep --layer-type quantized  # 32x100 x 5 seeds, 30 epochs (38 min on 1 thread)
 #   python -m ffhw.run study depth-correlation --grid deep --layer-type spiking    # 32x100 x 5 seeds, 16 epochs (62 min on 1 thread)
 #   python -m ffhw.run study trifecta --grid scale --layer-type standard           # the Trifecta variant at 1/4 width, 12 epochs
