@@ -12,7 +12,8 @@
 #   python -m ffhw.run study depth-correlation --grid deep --layer-type quantized  # 32x100 x 5 seeds, 30 epochs (38 min on 1 thread)
 #   python -m ffhw.run study depth-correlation --grid deep --layer-type spiking    # 32x100 x 5 seeds, 16 epochs (62 min on 1 thread)
 #   python -m ffhw.run study trifecta --grid scale --layer-type standard           # the Trifecta variant at 1/4 width, 12 epochs
-#   python -m ffhw.run study trifecta --grid long --layer-type standard            # the same for 30 epochs, 1 seed (~85 min per cell, two 1-thread workers)
+#   python -m ffhw.run study trifecta --grid long --layer-type standard            # the same for 30 epochs, 2 seeds (~85 min per cell, two 1-thread workers)
+#   python -m ffhw.run study trifecta --grid long-no-augmentation --layer-type standard  # `long` without crop and rotation, 1 seed
 #   python -m ffhw.run study trifecta --grid ablation --layer-type standard        # 5 variants x 2 data sets x 5 seeds, 15 epochs (~15-25 min per cell on 1 thread)
 # A unit checkpoints each epoch into <study>/work/ (not committed): a unit longer than the machine stays up
 # does not finish; finished cells are kept.

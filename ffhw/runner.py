@@ -30,6 +30,14 @@ from .records import FINAL, RunDir, cell_dir, load_cells, read_cell, write_cell
 from .study import Study, Unit, _grid_part
 
 
+def _seeds_grew(before: dict, after: dict) -> bool:
+    """Whether two grid parts differ only by a larger seed count (a study may gain seeds, never lose them)."""
+    def rest(part: dict) -> dict:
+        return part | {"grid": {k: v for k, v in part["grid"].items() if k != "seeds"}}
+
+    return rest(before) == rest(after) and int(after["grid"].get("seeds", 1)) > int(before["grid"].get("seeds", 1))
+
+
 # ---------------------------------------------------------------------------------------------- one unit
 def run_unit(spec: dict) -> dict:
     """Train one unit and split its records per seed. Runs in any executor (must stay importable and
@@ -139,10 +147,16 @@ class StudyRunner:
                 if saved.get(key) != mine[key]:
                     raise ConfigError(f"{self.root} was started with {key} = {saved.get(key)!r}, not {mine[key]!r}; "
                                       f"pass --name to start another study directory")
-            if (_grid_part(saved["definition"], saved["grid"], saved["layer_type"])
-                    != _grid_part(mine["definition"], mine["grid"], mine["layer_type"])):
-                raise ConfigError(f"the definition of study {self.study.name!r} changed since {self.root} was "
-                                  f"started; restore it, or pass --name to start a new study directory")
+            before = _grid_part(saved["definition"], saved["grid"], saved["layer_type"])
+            after = _grid_part(mine["definition"], mine["grid"], mine["layer_type"])
+            if before != after:
+                if not _seeds_grew(before, after):
+                    raise ConfigError(f"the definition of study {self.study.name!r} changed since {self.root} was "
+                                      f"started; restore it, or pass --name to start a new study directory")
+                # more seeds only adds cells: the finished ones stay valid, and the record says what is asked now
+                atomic_write(frozen_path, tomli_w.dumps(mine))
+                self.console.print(f"grid {mine['grid']!r} grew from {before['grid'].get('seeds', 1)} to "
+                                   f"{after['grid'].get('seeds', 1)} seeds; finished cells are kept")
             return
         make_dir(self.root, "study directory")
         atomic_write(frozen_path, tomli_w.dumps(mine))

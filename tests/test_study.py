@@ -112,6 +112,27 @@ def test_changed_definition_is_refused_on_resume(uninterrupted, tmp_path):
         StudyRunner(study, uninterrupted, InProcessExecutor(), quiet=True).run()
 
 
+def test_a_study_gains_seeds_and_keeps_its_finished_cells_but_cannot_lose_seeds(uninterrupted, tmp_path):
+    import copy
+    import shutil
+    from ffhw.config import load_toml
+    root = tmp_path / "grown"
+    shutil.copytree(uninterrupted, root)
+    before = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("cells/*/metrics.csv")}
+    base = Study.load("depth-correlation", "tiny", "standard")
+    definition = copy.deepcopy(base.definition)
+    definition["grids"]["tiny"]["seeds"] = 3
+    grown = Study(definition, "tiny", "standard", source=base.source)
+    result = StudyRunner(grown, root, InProcessExecutor(), quiet=True).run()
+    assert result["counts"] == {"complete": 6}
+    assert {c["seed"] for c in load_cells(root)} == {0, 1, 2}
+    assert before == {name: t for name, t in ((p.parent.name, p.stat().st_mtime_ns)
+                                               for p in root.glob("cells/*/metrics.csv")) if name in before}
+    assert load_toml(root / "study.toml")["definition"]["grids"]["tiny"]["seeds"] == 3
+    with pytest.raises(ConfigError, match="changed since"):  # back to 2 seeds would hide seed 2's cells
+        StudyRunner(base, root, InProcessExecutor(), quiet=True).run()
+
+
 def test_unknown_grid_and_study_are_one_line_errors():
     with pytest.raises(ConfigError, match="no grid 'huge'"):
         Study.load("depth-correlation", "huge", "standard")
