@@ -11,6 +11,11 @@ from torch import nn
 from .config import ModelConfig
 
 
+def sum_of_squares(x: torch.Tensor) -> torch.Tensor:
+    """Squared L2 norm over the last dim, accumulated and returned in at least float32 (one fused pass)."""
+    return torch.linalg.vector_norm(x, dim=-1, dtype=torch.promote_types(x.dtype, torch.float32)).square()
+
+
 class GoodnessStats(torch.autograd.Function):
     """Squared L2 norm of each sample [S, N, F] -> [S, N] and, for peer normalisation, the mean of the
     first `b` samples (the positives) [S, F], with one hand-written backward.
@@ -24,7 +29,7 @@ class GoodnessStats(torch.autograd.Function):
     def forward(ctx, x, b):
         ctx.save_for_backward(x)
         ctx.b = b
-        sum_sq = torch.linalg.vector_norm(x, dim=-1).square()
+        sum_sq = sum_of_squares(x)
         positive_mean = x[:, :b].mean(1) if b else x.new_zeros(())
         return sum_sq, positive_mean
 
@@ -45,13 +50,15 @@ class GoodnessStats(torch.autograd.Function):
 
 def goodness_stats(act: torch.Tensor, kind: str, positives: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sum or mean of squared activities over all feature dims, act [S, N, ...] -> [S, N], and each unit's
-    mean activity over the first `positives` samples [S, F] (None when `positives` is 0)."""
+    mean activity over the first `positives` samples [S, F] (None when `positives` is 0). Goodness is
+    float32 whatever the activities' dtype: in bfloat16 a sum near 2000 is rounded to a multiple of 16, so
+    the logits (goodness - threshold) would be off by up to 8."""
     flat = act.flatten(2)
     if flat.requires_grad:
         sum_sq, positive_mean = GoodnessStats.apply(flat, positives)
         positive_mean = positive_mean if positives else None
     else:
-        sum_sq = torch.linalg.vector_norm(flat, dim=-1).square()
+        sum_sq = sum_of_squares(flat)
         positive_mean = flat[:, :positives].mean(1) if positives else None
     return (sum_sq if kind == "sum" else sum_sq / flat.shape[-1]), positive_mean
 

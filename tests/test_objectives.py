@@ -25,6 +25,20 @@ def test_goodness_stats_gradient_matches_autograd():
     assert mean is None and torch.allclose(torch.autograd.grad(g.sum(), act)[0], 2 * act)
 
 
+def test_goodness_is_float32_under_bf16():
+    """bfloat16 activities (mixed precision) still give float32 goodness, exact to float rounding: a bf16
+    sum near a 2000-unit threshold would be off by up to 8, a large error in the logit goodness - theta."""
+    act = (torch.rand(1, 64, 2000) * 2).bfloat16().requires_grad_()
+    exact = act.detach().double().square().sum(-1)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            g, mean = goodness_stats(act, "sum", positives=32 if grad else 0)
+        assert g.dtype == torch.float32
+        assert torch.allclose(g.double(), exact, rtol=1e-6)
+    g.sum().backward()
+    assert act.grad.dtype == torch.bfloat16 and torch.allclose(act.grad.float(), 2 * act.detach().float(), rtol=1e-2)
+
+
 def test_threshold_loss_is_stable_at_huge_goodness():
     obj = Objective(ModelConfig(loss="threshold"), units=1000)
     assert obj.threshold == 1000.0
