@@ -121,7 +121,7 @@ class DataConfig:
     train_subset: int = 0  # use only the first N training samples (0: all); for quick checks and tests
     test_subset: int = 0  # evaluate on the first N test samples only (0: all); for quick checks and tests
     encoding: str = "onehot"  # where the label goes: first C pixels, image border, appended, or a learned channel (conv)
-    negatives: str = "random"  # random wrong label, or hard: drawn in proportion to wrong-label goodness
+    negatives: str = "random"  # random wrong label, or hard: drawn by the network's softmax over wrong labels' goodness
     crop_padding: int = 0  # training augmentation: random crop of the zero-padded image (Trifecta: 4)
     max_rotation: float = 0.0  # training augmentation: random rotation in [-deg, deg] (Trifecta: 15)
 

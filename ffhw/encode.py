@@ -241,7 +241,9 @@ def random_negatives(labels: torch.Tensor, num_classes: int, generator: torch.Ge
 
 
 def hard_negatives(goodness: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A wrong label drawn in proportion to its goodness: goodness [N, C] (non-negative), labels [N]."""
-    weights = goodness.detach().float().clamp_min(0) + 1e-6  # the floor keeps all-zero rows drawable
-    weights = weights.scatter(-1, labels[..., None], 0.0)  # never the true label
-    return torch.multinomial(weights, 1, generator=generator).squeeze(-1)
+    """A wrong label drawn with the network's own probability for it: softmax over the wrong labels of the
+    summed goodness, goodness [N, C], labels [N]. Each layer's log-odds of "positive" is goodness - threshold,
+    so the sum over layers is the label's log-odds up to a constant; drawing in proportion to raw goodness
+    instead was nearly uniform (every label's goodness sits near the threshold)."""
+    logits = goodness.detach().float().scatter(-1, labels[..., None], -float("inf"))  # never the true label
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)

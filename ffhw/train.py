@@ -152,10 +152,7 @@ class Trainer:
         images, labels = train.images(idx), train.y[idx]
         if augment_gens is not None:
             images = self.augment(images, augment_gens)  # positives and negatives share the augmented image
-        # no autocast context at all without mixed precision: not every device type has one (meta)
-        precision = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
-                     else contextlib.nullcontext())
-        with precision:
+        with self.precision():
             label_sets = torch.stack([labels, negatives.gather(1, idx)], dim=1)  # positives, negatives: [S, 2, B]
             # the step enters only through its parity (APL), so a compiled step is not rebuilt every batch
             total, stepped, _, neutral = self.step_losses(images, label_sets, layers, step % 2, sums)
@@ -230,8 +227,18 @@ class Trainer:
     def eval_batch_images(self) -> int:
         return eval_images_per_batch(self.model, self.data.num_classes, self.cfg.train.eval_batch_size, self.device)
 
+    def precision(self):
+        """The training passes' precision context; no autocast context at all without mixed precision (not
+        every device type has one: meta)."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
     def all_label_goodness(self, split: Split) -> torch.Tensor:
-        return classifier_goodness(self.model, split, self.eval_batch_images())
+        """Goodness of every label on `split` for drawing hard negatives: part of training, so it runs at
+        the training passes' precision (the reported metrics stay float32)."""
+        with self.precision():
+            return classifier_goodness(self.model, split, self.eval_batch_images())
 
     def probe(self, epoch: float) -> None:
         """Layer metrics on the fixed probe images at a fractional epoch (split "probe"). Any sampling inside

@@ -1,3 +1,4 @@
+import math
 import torch
 
 from ffhw.encode import LabelEncoding, border_ring, hard_negatives, random_negatives
@@ -41,12 +42,17 @@ def test_random_negatives_never_true_and_cover_all_wrong_labels():
 
 
 def test_hard_negatives_follow_goodness_and_skip_true_label():
+    """Wrong labels are drawn by the softmax of their goodness (the summed log-odds), never the true one."""
     y = torch.zeros(5000, dtype=torch.long)
-    goodness = torch.zeros(5000, 10)
-    goodness[:, 0] = 100.0  # the true label is the best: must never be drawn
-    goodness[:, 3] = 3.0
-    goodness[:, 5] = 1.0
+    goodness = torch.full((5000, 10), 1000.0)  # every label near a 1000-unit threshold, as in training
+    goodness[:, 0] = 1100.0  # the true label is the best: must never be drawn
+    goodness[:, 3] = 1003.0
+    goodness[:, 5] = 1001.0
     neg = hard_negatives(goodness, y, torch.Generator().manual_seed(0))
     assert not torch.any(neg == 0)
-    share3 = (neg == 3).float().mean().item()
-    assert 0.7 < share3 < 0.8 and set(neg.unique().tolist()) <= {3, 5} | set(range(1, 10))
+    expected = math.exp(3) / (math.exp(3) + math.exp(1) + 7)  # 0.674: label 3 against 5 and the seven others
+    assert abs((neg == 3).float().mean().item() - expected) < 0.02  # 3 sd at 5000 draws
+    assert abs((neg == 5).float().mean().item() - math.e / (math.exp(3) + math.exp(1) + 7)) < 0.015
+    wrong_best = goodness.clone()
+    wrong_best[:, 7] = 1200.0  # a wrong label the network prefers to the true one is (almost) always drawn
+    assert (hard_negatives(wrong_best, y, torch.Generator().manual_seed(1)) == 7).all()

@@ -205,6 +205,22 @@ def test_bf16_autocast_trains(mnist_small, layer_type):
     assert summary["test_acc_head"]["mean"] > 0.3, summary  # chance 0.1
 
 
+@pytest.mark.parametrize("autocast", ["none", "bf16"])
+def test_hard_negatives_follow_the_networks_goodness(mnist_small, autocast):
+    """data.negatives = hard: after the first epoch each wrong label is drawn by the network's own goodness
+    (at the training precision): never the true label, and the wrong label it rates best more often than 1/9."""
+    cfg = small_config(hidden=(64, 64), epochs=2, lr=3e-3, batch_size=50, autocast=autocast)
+    cfg.data.negatives = "hard"
+    trainer = trainer_for(cfg, mnist_small)
+    assert trainer.fit()["test_acc_head"]["mean"] > 0.3  # chance 0.1
+    train = mnist_small.train
+    _, negatives = trainer.epoch_plan(1)
+    assert negatives.dtype == torch.long and not torch.any(negatives[0] == train.y)
+    wrong = trainer.all_label_goodness(train)[0].float().scatter(-1, train.y[:, None], -float("inf"))
+    share_best = (negatives[0] == wrong.argmax(-1)).float().mean().item()
+    assert share_best > 1 / 9 + 0.03, share_best
+
+
 FLUSH_CHECK = """
 import torch
 torch.set_num_threads(2)
