@@ -3,6 +3,7 @@ that fail with one line naming the file and what to do, and the code version eve
 lowest layer of every on-disk format."""
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -90,3 +91,10 @@ def code_version() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return info
+
+
+@functools.lru_cache(maxsize=1)
+def process_code() -> dict:
+    """`code_version()` when this process first asked, which training does before its first step: the code
+    a long run executes is what it loaded at the start, even if the checkout is edited while it runs."""
+    return code_version()

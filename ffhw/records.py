@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .config import RunConfig, dumps, load_toml, safe_component
 from .errors import ConfigError, RunDirError
-from .files import atomic_torch_save, atomic_write, code_version, make_dir, read_json, torch_load
+from .files import atomic_torch_save, atomic_write, code_version, make_dir, process_code, read_json, torch_load
 
 METRIC_FIELDS = ("seed", "epoch", "split", "layer", "metric", "value")
 
@@ -54,6 +54,7 @@ class RunDir:
             raise RunDirError(f"{path} already holds results; pass --resume {path} to continue it, "
                               f"or choose another --name/--out")
         make_dir(path, "run directory")
+        process_code()  # pinned before training starts
         run = cls(path)
         atomic_write(run.path / "config.toml", dumps(cfg))
         return run
@@ -94,7 +95,7 @@ class RunDir:
 
     # ---- summary, model, checkpoint ----
     def write_summary(self, summary: dict) -> None:
-        summary = {**summary, "code": code_version(), "machine": platform.node(),
+        summary = {**summary, "code": process_code(), "machine": platform.node(),
                    "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write(self.path / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
@@ -177,7 +178,7 @@ def write_cell(root: Path, cell: Cell, config: dict, status: str, rows: list[dic
     if rows is not None:
         RunDir(path).write_metrics(rows)
     body = {"cell": cell.id, "key": cell.key, "factors": cell.factors, "seed": cell.seed, "status": status,
-            **info, "code": code_version(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            **info, "code": process_code(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write(path / "cell.json", json.dumps(body, indent=2, sort_keys=True) + "\n")  # last: marks the cell done
 
 

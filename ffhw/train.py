@@ -27,6 +27,7 @@ from .metrics import (add_head_step, add_layer_step, classifier_goodness, diverg
                       evaluate_split, head_cross_entropy, health_message, layer_health, metric_rows, non_finite,
                       run_summary, total_train_seconds, training_metrics, training_sums)
 from .model import FFNet, derive_seed, device_generator, seed_generators
+from .files import process_code
 from .records import NoRecords, RunDir
 
 
@@ -47,6 +48,7 @@ class Trainer:
                  run: RunDir | None = None, ui=None):
         self.cfg, self.data, self.model, self.device = cfg, data, model, device
         self.sink = run if run is not None else NoRecords()  # where rows, summaries and checkpoints go
+        process_code()  # records name the code loaded now, not the checkout at the time they are written
         tune_runtime(device)
         set_deterministic(cfg.train.deterministic, device)
         self.ui = ui

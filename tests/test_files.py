@@ -33,3 +33,16 @@ def test_a_rewritten_study_report_leaves_the_code_clean(checkout):
 def test_an_edited_source_file_makes_the_code_dirty(checkout):
     (checkout / "ffhw" / "train.py").write_text("step = 2\n")
     assert files.code_version()["dirty"] is True
+
+
+def test_records_name_the_code_a_process_started_with(checkout):
+    """A source edited while a long run trains does not make that run's records dirty: they name the code it
+    loaded (pinned when training starts), while code_version() still sees the edit."""
+    files.process_code.cache_clear()
+    try:
+        started = files.process_code()
+        (checkout / "ffhw" / "train.py").write_text("step = 3\n")
+        assert files.code_version()["dirty"] is True
+        assert files.process_code() == started and started["dirty"] is False
+    finally:
+        files.process_code.cache_clear()
