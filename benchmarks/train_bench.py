@@ -15,7 +15,7 @@ Measured side by side in one run:
 - time to 98% MNIST test accuracy with the `quick` preset (test accuracy checked after every epoch,
   outside the timed training; the benchmark is not model selection);
 - (--sections deep) the depth study's deepest `full`-grid cell (32x100, 10 seeds, nested prefixes): epoch time,
-  eager and compiled; with `training`, the two figures the study targets name (`targets`: that epoch <= 20 s,
+  eager, compiled and compiled with bf16 autocast, with the seeds' test accuracy; with `training`, the two figures the study targets name (`targets`: that epoch <= 20 s,
   a loewex-mnist step <= 1.5x its own products replayed alone);
 - (--sections device) the figures the GPU targets name, on --device (data resident there): epoch time of a
   4x2000 MNIST network (batch 100 and 512, float32, then TF32 where the device has it) and the
@@ -309,8 +309,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="training,seeds,quick",
                    help="comma-separated: training (FLOP/s, eval share), seeds (seed batching), quick (time to 98%%), "
-                        "compile (torch.compile vs eager; not in the default), deep (32x100 x 10 seeds epoch, eager vs "
-                        "compiled; not in the default), device (the GPU targets' figures on "
+                        "compile (torch.compile vs eager; not in the default), deep (32x100 x 10 seeds epoch, eager, "
+                        "compiled, compiled bf16; not in the default), device (the GPU targets' figures on "
                         "--device; not in the default)")
     p.add_argument("--seed-types", default="standard,quantized,spiking", help="layer types of the seed-batching section")
     p.add_argument("--seed-widths", default="100,1000", help="layer widths of the seed-batching section")
