@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ffhw.executors import make_executor
-from ffhw.records import code_version
+from ffhw.files import code_version
 from ffhw.records import load_cells
 from ffhw.runner import StudyRunner
 from ffhw.study import Study

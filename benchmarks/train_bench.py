@@ -15,8 +15,9 @@ Measured side by side in one run:
 - time to 98% MNIST test accuracy with the `quick` preset (test accuracy checked after every epoch,
   outside the timed training; the benchmark is not model selection);
 - (--sections deep) the depth study's deepest `full`-grid cell (32x100, 10 seeds, nested prefixes): epoch time,
-  eager, compiled and compiled with bf16 autocast, with the seeds' test accuracy; with `training`, the two figures the study targets name (`targets`: that epoch <= 20 s,
-  a loewex-mnist step <= 1.5x its own products replayed alone);
+  eager, compiled and compiled with bf16 autocast, with the seeds' test accuracy; with `training`, the two
+  figures the study targets name (`targets`: that epoch <= 20 s, a loewex-mnist step <= 1.5x its own products
+  replayed alone);
 - (--sections device) the figures the GPU targets name, on --device (data resident there): epoch time of a
   4x2000 MNIST network (batch 100 and 512, float32, then TF32 where the device has it) and the
   seed-batched speedup of 30 4x100 networks; on a GPU every timed call ends with a synchronisation.
@@ -44,7 +45,7 @@ from rich.table import Table
 from ffhw import data as data_mod
 from ffhw.config import RunConfig, load_preset
 from ffhw.model import FFNet
-from ffhw.records import code_version
+from ffhw.files import code_version
 from ffhw.device import synchronize, use_compile
 from ffhw.train import Trainer
 

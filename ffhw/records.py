@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .config import RunConfig, dumps, load_toml, safe_component
 from .errors import ConfigError, RunDirError
-from .files import atomic_torch_save, atomic_write, code_version, make_dir, process_code, read_json, torch_load
+from .files import atomic_torch_save, atomic_write, make_dir, process_code, read_json, torch_load
 
 METRIC_FIELDS = ("seed", "epoch", "split", "layer", "metric", "value")
 
@@ -54,7 +54,6 @@ class RunDir:
             raise RunDirError(f"{path} already holds results; pass --resume {path} to continue it, "
                               f"or choose another --name/--out")
         make_dir(path, "run directory")
-        process_code()  # pinned before training starts
         run = cls(path)
         atomic_write(run.path / "config.toml", dumps(cfg))
         return run

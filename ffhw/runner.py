@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .config import RunConfig, load_toml, parse_value, repo_root, safe_component
 from .errors import ConfigError, DivergenceError, FFHWError
-from .files import atomic_write, make_dir
+from .files import atomic_write, make_dir, process_code
 from .records import FINAL, RunDir, cell_dir, load_cells, read_cell, write_cell
 from .study import Study, Unit, _grid_part
 
@@ -214,6 +214,7 @@ class StudyRunner:
         return True
 
     def run(self) -> dict:
+        process_code()  # cells this process writes name the code it started with, not a later checkout
         self.prepare()
         with study_lock(self.root):
             return self._run_pending()

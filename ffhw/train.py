@@ -22,12 +22,12 @@ from .config import RunConfig
 from .data import Data, Split
 from .device import clock, configure_compile, make_optimizer, set_deterministic, tune_runtime, use_compile
 from .encode import hard_negatives, random_negatives
+from .files import process_code
 from .layers import LayerOutput
 from .metrics import (add_head_step, add_layer_step, classifier_goodness, divergence, eval_images_per_batch,
                       evaluate_split, head_cross_entropy, health_message, layer_health, metric_rows, non_finite,
                       run_summary, total_train_seconds, training_metrics, training_sums)
 from .model import FFNet, derive_seed, device_generator, seed_generators
-from .files import process_code
 from .records import NoRecords, RunDir
 
 
