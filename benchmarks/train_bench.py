@@ -15,7 +15,8 @@ Measured side by side in one run:
 - time to 98% MNIST test accuracy with the `quick` preset (test accuracy checked after every epoch,
   outside the timed training; the benchmark is not model selection);
 - (--sections deep) the depth study's deepest `full`-grid cell (32x100, 10 seeds, nested prefixes): epoch time,
-  eager, compiled and compiled with bf16 autocast, with the seeds' test accuracy; with `training`, the two
+  eager, compiled and compiled with bf16 autocast, with the seeds' test accuracy, and the epoch's matrix products
+  replayed alone (float32; bf16 training products), the floor under it on this machine; with `training`, the two
   figures the study targets name (`targets`: that epoch <= 20 s, a loewex-mnist step <= 1.5x its own products
   replayed alone);
 - (--sections device) the figures the GPU targets name, on --device (data resident there): epoch time of a
@@ -64,15 +65,21 @@ def textbook_gemms(cfg: RunConfig, in_dim: int, batch: int) -> list[tuple[int, i
     return gemms
 
 
+def strided_randn(shape: tuple, stride: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """Random values laid out with the given strides (a stride of 0, an expanded operand, included)."""
+    storage = 1 + sum((n - 1) * st for n, st in zip(shape, stride) if n)
+    return torch.as_strided(torch.randn(storage).to(dtype), shape, stride)
+
+
 class MatmulReplay:
-    """Matrix products alone (fp32, fresh random operands of the same shapes and strides), run in order:
+    """Matrix products alone (fresh random operands of the same shapes and strides, fp32 unless `dtype`), run in order:
     what the machine's matmul units deliver on exactly this work, with nothing else in between."""
 
-    def __init__(self, calls: list[tuple]):
+    def __init__(self, calls: list[tuple], dtype: torch.dtype = torch.float32):
         self.calls = calls  # (op, [(shape, stride)...], kwargs)
         self.ops = []
         for op, operands, kwargs in calls:
-            tensors = [torch.empty_strided(shape, stride).copy_(torch.randn(shape)) for shape, stride in operands]
+            tensors = [strided_randn(shape, stride, dtype) for shape, stride in operands]
             self.ops.append((op, tensors, kwargs))
 
     @classmethod
@@ -295,9 +302,34 @@ def deep_compile(d, depth: int = 32, seeds: int = 10, epochs: int = 2) -> dict:
             "first_epoch_train_seconds": hook.epochs[0]["train_seconds"], "wall_seconds": time.perf_counter() - t,
             "compiled_frames": counters["frames"].get("total", 0), "graph_breaks": sum(counters["graph_break"].values()),
             "test_acc_goodness_mean": acc["mean"], "test_acc_goodness_std": acc.get("std")}
+    out["products"] = epoch_products(study.config_for({"depth": depth, "width": 100}), d, seeds)
     out["speedup"] = out["eager"]["epoch_seconds"] / out["compiled"]["epoch_seconds"]
     out["bf16_speedup"] = out["compiled"]["epoch_seconds"] / out["compiled_bf16"]["epoch_seconds"]
     return out
+
+
+def epoch_products(cfg: RunConfig, d, seeds: int, rounds: int = 5) -> dict:
+    """An epoch's matrix products alone, the floor under its time on this machine: one training step's
+    products (captured eager, forward and backward) x the epoch's steps, plus one evaluation batch's x the
+    validation's batches, replayed in float32 and with bf16 operands (what bf16 autocast runs in training;
+    evaluation stays float32), timed in alternation."""
+    cfg.train.seeds, cfg.train.compile = seeds, "off"
+    step = step_runner(cfg, d, warmup=1)
+    trainer = step.trainer
+    batch = trainer.eval_batch_images()
+    train_calls = capture_products(step)
+    eval_calls = capture_products(lambda: trainer.model.evaluate_batch(d.val.images(slice(0, batch)), cfg.train.head,
+                                                                       prefixes=True))
+    steps, batches = math.ceil(len(d.train) / cfg.train.batch_size), math.ceil(len(d.val) / batch)
+    replays = {"train_float32": MatmulReplay(train_calls), "train_bf16": MatmulReplay(train_calls, torch.bfloat16),
+               "eval_float32": MatmulReplay(eval_calls)}
+    med = interleaved_medians(replays, rounds=rounds, repeats=3)
+    train32, train16, eval32 = steps * med["train_float32"], steps * med["train_bf16"], batches * med["eval_float32"]
+    return {"train_step_products": len(train_calls), "train_step_gflop": replays["train_float32"].flops / 1e9,
+            "eval_batch_products": len(eval_calls), "eval_batch_gflop": replays["eval_float32"].flops / 1e9,
+            "steps": steps, "eval_batches": batches, "eval_batch_images": batch,
+            "train_seconds_float32": train32, "train_seconds_bf16": train16, "eval_seconds_float32": eval32,
+            "epoch_seconds_float32": train32 + eval32, "epoch_seconds_bf16_training": train16 + eval32}
 
 
 def previous_targets(path: str) -> dict:
@@ -405,8 +437,9 @@ def main() -> int:
         for key, name, precision in (("depth_32x100_10_seeds_epoch_seconds", "compiled", "float32"),
                                      ("depth_32x100_10_seeds_epoch_seconds_bf16", "compiled_bf16", "bf16 autocast")):
             epoch = deep[name]["epoch_seconds"]
+            floor = deep["products"]["epoch_seconds_float32" if name == "compiled" else "epoch_seconds_bf16_training"]
             targets[key] = {"value": epoch, "target": 20.0, "met": epoch <= 20.0, "precision": precision,
-                            "code": result["code"]}
+                            "products_alone_seconds": floor, "code": result["code"]}
         result["targets"] = targets
     if "seeds" in sections:
         result["seed_batching"] = seed_batching(d, tuple(args.seed_types.split(",")),
@@ -458,6 +491,12 @@ def main() -> int:
                        str(m["compiled_frames"]), str(m["graph_breaks"]), acc)
         console.print(t5)
         console.print(f"compiled / eager epoch: {r['speedup']:.2f}x; bf16 / float32 compiled: {r.get('bf16_speedup', 0):.2f}x")
+        if "products" in r:
+            p = r["products"]
+            console.print(f"its matrix products alone (the floor on this machine): float32 {p['train_seconds_float32']:.1f} s "
+                          f"training + {p['eval_seconds_float32']:.1f} s evaluation = {p['epoch_seconds_float32']:.1f} s; "
+                          f"bf16 training {p['train_seconds_bf16']:.1f} s + float32 evaluation = "
+                          f"{p['epoch_seconds_bf16_training']:.1f} s")
     for name, t in result.get("targets", {}).items():
         console.print(f"target {name}: {t['value']:.2f} (target {t['target']}): {'met' if t['met'] else 'missed'}")
     if "seed_batching" in result:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from statistics import mean
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 LAYER_COLUMNS = (("layer_acc", "pos/neg acc", "{:.3f}"), ("layer_acc10", "10-way acc", "{:.3f}"),
                  ("loss", "loss", "{:.4g}"), ("g_pos", "good+", "{:.3g}"), ("g_neg", "good-", "{:.3g}"),
@@ -24,12 +25,12 @@ def seed_means(rows: list[dict]) -> dict[tuple[str, str, str], float]:
     return {k: mean(v) for k, v in acc.items()}
 
 
-def layer_table(rows: list[dict], split: str, title: str) -> Table:
+def layer_table(rows: list[dict], split: str, title: str) -> Group:
     m = seed_means(rows)
     layers = sorted({k[1] for k in m if k[0] == split and k[1] != "net"}, key=int)
     columns = [c for c in LAYER_COLUMNS if any((split, layer, c[0]) in m for layer in layers)]
     train_loss = any(("train", layer, "loss") in m for layer in layers) and split != "train"
-    table = Table(title=f"{title} [{split} split]", title_justify="left")
+    table = Table()
     table.add_column("layer", justify="right")
     for _, header, _ in columns:
         table.add_column(header, justify="right")
@@ -41,7 +42,7 @@ def layer_table(rows: list[dict], split: str, title: str) -> Table:
         if train_loss:
             cells.append(f"{m[('train', layer, 'loss')]:.4f}" if ("train", layer, "loss") in m else "-")
         table.add_row(*cells)
-    return table
+    return Group(Text(f"{title} [{split} split]"), table)  # the title above, not in the table: a narrow table wraps it
 
 
 class ConsoleUI:
@@ -64,13 +65,20 @@ class ConsoleUI:
 
     def epoch(self, epoch: int, rows: list[dict], epoch_seconds: float, eval_seconds: float) -> None:
         m = seed_means(rows)
-        parts = [f"{label} {m[('val', 'net', key)]:.4f}" for key, label in
-                 (("acc_goodness", "val acc (goodness)"), ("acc_head", "val acc (head)")) if ("val", "net", key) in m]
+        parts = [f"{label} {m[(split, 'net', key)]:.4f}" for split, key, label in
+                 (("val", "acc_goodness", "val acc (goodness)"), ("val", "acc_head", "val acc (head)"))
+                 if (split, "net", key) in m]
+        if not parts and ("train", "net", "head_acc") in m:  # no validation split: the epoch's running accuracy
+            parts = [f"train acc (head, running) {m[('train', 'net', 'head_acc')]:.4f}"]
         info = " | ".join(parts)
         self.progress.update(self.epochs_task, advance=1, info=info)
         self.progress.reset(self.batch_task)
-        self.progress.console.print(layer_table(rows, "val", f"epoch {epoch}: {info} "
-                                                f"(train {epoch_seconds:.1f} s, eval {eval_seconds:.1f} s)"))
+        line = f"epoch {epoch}: {info} (train {epoch_seconds:.1f} s, eval {eval_seconds:.1f} s)"
+        # a run without validation images shows the training batches' running metrics instead of an empty table
+        split = next((s for s in ("val", "train") if any(k[0] == s and k[1] != "net" for k in m)), None)
+        self.progress.console.print(line)  # on its own line: a table's title wraps to the table's width
+        if split:
+            self.progress.console.print(layer_table(rows, split, "per layer (mean over seeds)"))
 
     def warn(self, message: str) -> None:
         self.progress.console.print(f"[yellow]warning: {message}")
