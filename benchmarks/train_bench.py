@@ -434,12 +434,12 @@ def main() -> int:
         result["deep_compile"] = deep_compile(d)
         deep = result["deep_compile"]  # auto compiles the full grid's 50,000 steps; fp32 unless autocast is set
         targets = {**result.get("targets", previous_targets(args.out))}
-        for key, name, precision in (("depth_32x100_10_seeds_epoch_seconds", "compiled", "float32"),
-                                     ("depth_32x100_10_seeds_epoch_seconds_bf16", "compiled_bf16", "bf16 autocast")):
+        for key, name, precision, floor in (
+                ("depth_32x100_10_seeds_epoch_seconds", "compiled", "float32", "epoch_seconds_float32"),
+                ("depth_32x100_10_seeds_epoch_seconds_bf16", "compiled_bf16", "bf16 autocast", "epoch_seconds_bf16_training")):
             epoch = deep[name]["epoch_seconds"]
-            floor = deep["products"]["epoch_seconds_float32" if name == "compiled" else "epoch_seconds_bf16_training"]
             targets[key] = {"value": epoch, "target": 20.0, "met": epoch <= 20.0, "precision": precision,
-                            "products_alone_seconds": floor, "code": result["code"]}
+                            "products_alone_seconds": deep["products"][floor], "code": result["code"]}
         result["targets"] = targets
     if "seeds" in sections:
         result["seed_batching"] = seed_batching(d, tuple(args.seed_types.split(",")),

@@ -65,15 +65,14 @@ class ConsoleUI:
 
     def epoch(self, epoch: int, rows: list[dict], epoch_seconds: float, eval_seconds: float) -> None:
         m = seed_means(rows)
-        parts = [f"{label} {m[(split, 'net', key)]:.4f}" for split, key, label in
-                 (("val", "acc_goodness", "val acc (goodness)"), ("val", "acc_head", "val acc (head)"))
-                 if (split, "net", key) in m]
+        parts = [f"{label} {m[('val', 'net', key)]:.4f}" for key, label in
+                 (("acc_goodness", "val acc (goodness)"), ("acc_head", "val acc (head)")) if ("val", "net", key) in m]
         if not parts and ("train", "net", "head_acc") in m:  # no validation split: the epoch's running accuracy
             parts = [f"train acc (head, running) {m[('train', 'net', 'head_acc')]:.4f}"]
         info = " | ".join(parts)
         self.progress.update(self.epochs_task, advance=1, info=info)
         self.progress.reset(self.batch_task)
-        line = f"epoch {epoch}: {info} (train {epoch_seconds:.1f} s, eval {eval_seconds:.1f} s)"
+        line = f"epoch {epoch}: {info + ' ' if info else ''}(train {epoch_seconds:.1f} s, eval {eval_seconds:.1f} s)"
         # a run without validation images shows the training batches' running metrics instead of an empty table
         split = next((s for s in ("val", "train") if any(k[0] == s and k[1] != "net" for k in m)), None)
         self.progress.console.print(line)  # on its own line: a table's title wraps to the table's width

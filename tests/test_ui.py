@@ -39,4 +39,4 @@ def test_without_validation_the_table_shows_the_training_batches():
 def test_without_any_layer_metrics_the_epoch_is_one_line():
     rows = [{"seed": 0, "epoch": 1, "split": "train", "layer": "net", "metric": "epoch_seconds", "value": 12.3}]
     text = printed(rows)
-    assert "epoch 1:  (train 12.3 s, eval 4.5 s)" in text and "layer" not in text
+    assert "epoch 1: (train 12.3 s, eval 4.5 s)" in text and "layer" not in text
