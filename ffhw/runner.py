@@ -165,6 +165,10 @@ class StudyRunner:
         units, done, total = [], 0, 0
         for unit in self.study.units(self.seed_batch, getattr(self.executor, "device_type", None)):
             todo = [c.seed for c in unit.cells() if read_cell(cell_dir(self.root, c)).get("status") not in FINAL]
+            if todo and (self.root / "work" / unit.id / "checkpoint.pt").exists():
+                # stopped between its cells: resume it whole, its seeds batched as they trained (a seed retrained
+                # alone multiplies other matrix shapes and ends different in the last bits)
+                todo = unit.seeds
             total += len(unit.seeds)
             done += len(unit.seeds) - len(todo)
             if not todo or not self.study.selected(unit.factors, self.only):

@@ -86,6 +86,25 @@ def test_kill_then_resume_gives_the_same_records(uninterrupted, tmp_path):
     assert records(root) == records(uninterrupted)
 
 
+def test_unit_killed_between_its_cells_resumes_whole(uninterrupted, tmp_path, monkeypatch):
+    """A unit stopped after writing some of its seeds' cells resumes from its checkpoint with all its seeds: a
+    seed retrained alone multiplies other matrix shapes and differs in the last bits from the batched run."""
+    real = study_mod.write_cell
+
+    def dies_after_first(root, cell, config, status, *args):
+        real(root, cell, config, status, *args)
+        if cell.seed == 0 and status == "complete":
+            raise KeyboardInterrupt  # escapes the runner as a kill would
+
+    monkeypatch.setattr(study_mod, "write_cell", dies_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny(tmp_path / "s")
+    assert [c["seed"] for c in load_cells(tmp_path / "s")] == [0]
+    monkeypatch.setattr(study_mod, "write_cell", real)
+    assert run_tiny(tmp_path / "s")["counts"] == {"complete": 4}
+    assert records(tmp_path / "s") == records(uninterrupted)
+
+
 def test_failing_unit_is_retried_then_reported_without_losing_others(tmp_path, monkeypatch):
     calls = []
     real = study_mod.run_unit
