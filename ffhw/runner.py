@@ -39,6 +39,11 @@ def _seeds_grew(before: dict, after: dict) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- one unit
+def unit_work_dir(root: Path, unit: Unit) -> Path:
+    """Where a unit trains when workers write into the study directory: its run directory and checkpoint."""
+    return root / "work" / unit.id
+
+
 def run_unit(spec: dict) -> dict:
     """Train one unit and split its records per seed. Runs in any executor (must stay importable and
     picklable). With spec["root"] set, the unit trains in <root>/work/<unit> and writes its cells itself;
@@ -50,7 +55,7 @@ def run_unit(spec: dict) -> dict:
     root = Path(spec["root"]) if spec.get("root") else None
     scratch = None
     if root is not None:
-        work = root / "work" / unit.id
+        work = unit_work_dir(root, unit)
     else:
         scratch = tempfile.mkdtemp(prefix="ffhw-unit-")
         work = Path(scratch) / unit.id
@@ -165,7 +170,7 @@ class StudyRunner:
         units, done, total = [], 0, 0
         for unit in self.study.units(self.seed_batch, getattr(self.executor, "device_type", None)):
             todo = [c.seed for c in unit.cells() if read_cell(cell_dir(self.root, c)).get("status") not in FINAL]
-            if todo and (self.root / "work" / unit.id / "checkpoint.pt").exists():
+            if todo and (unit_work_dir(self.root, unit) / "checkpoint.pt").exists():
                 # stopped between its cells: resume it whole, its seeds batched as they trained (a seed retrained
                 # alone multiplies other matrix shapes and ends different in the last bits)
                 todo = unit.seeds
