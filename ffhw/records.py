@@ -15,7 +15,9 @@ import copy
 import csv
 import io
 import json
+import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +181,39 @@ def write_cell(root: Path, cell: Cell, config: dict, status: str, rows: list[dic
     body = {"cell": cell.id, "key": cell.key, "factors": cell.factors, "seed": cell.seed, "status": status,
             **info, "code": process_code(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write(path / "cell.json", json.dumps(body, indent=2, sort_keys=True) + "\n")  # last: marks the cell done
+
+
+def write_cells(root: Path, staging: Path, cells: list[tuple[Cell, dict, str, list[dict] | None, dict]]) -> None:
+    """Write several cells as one step (a seed-batched unit's seeds): staged whole under `staging`, marked, then
+    moved into root/cells. A process stopped while staging leaves no cell; one stopped while moving leaves a
+    marked staging that `finish_writes` completes, so a unit never ends with some of its seeds recorded."""
+    shutil.rmtree(staging, ignore_errors=True)
+    for cell, config, status, rows, info in cells:
+        write_cell(staging, cell, config, status, rows, info)
+    atomic_write(staging / "whole", "")
+    _move_staged(root, staging)
+
+
+def finish_writes(root: Path, stagings) -> None:
+    """Complete the marked stagings a stopped process left; drop the unmarked ones (their unit runs again)."""
+    for staging in stagings:
+        if (staging / "whole").exists():
+            _move_staged(root, staging)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_staged(root: Path, staging: Path) -> None:
+    make_dir(Path(root) / "cells", "cells directory")
+    for src in sorted((staging / "cells").iterdir()) if (staging / "cells").exists() else []:
+        _move_cell(src, Path(root) / "cells" / src.name)
+    shutil.rmtree(staging)
+
+
+def _move_cell(src: Path, dst: Path) -> None:
+    if dst.exists():  # an unfinished or failed record of the same cell: the new one replaces it
+        shutil.rmtree(dst)
+    os.replace(src, dst)
 
 
 def load_cells(root: Path) -> list[dict]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from .config import RunConfig, load_toml, parse_value, repo_root, safe_component
 from .errors import ConfigError, DivergenceError, FFHWError
 from .files import atomic_write, make_dir, process_code
-from .records import FINAL, RunDir, cell_dir, load_cells, read_cell, write_cell
+from .records import FINAL, RunDir, cell_dir, finish_writes, load_cells, read_cell, write_cell, write_cells
 from .study import Study, Unit, _grid_part
 
 
@@ -42,6 +42,13 @@ def _seeds_grew(before: dict, after: dict) -> bool:
 def unit_work_dir(root: Path, unit: Unit) -> Path:
     """Where a unit trains when workers write into the study directory: its run directory and checkpoint."""
     return root / "work" / unit.id
+
+
+def write_unit_cells(root: Path, unit: Unit, entries: dict) -> None:
+    """A unit's cells land together (staged in its work directory), so a stop never splits its seeds."""
+    cells = [(c, unit.config, entries[c.id]["status"], entries[c.id]["rows"], entries[c.id]["info"])
+             for c in unit.cells()]
+    write_cells(root, unit_work_dir(root, unit) / "landing", cells)
 
 
 def run_unit(spec: dict) -> dict:
@@ -70,19 +77,17 @@ def run_unit(spec: dict) -> dict:
         status, extra = "diverged", {"error": str(exc)}
         summary = RunDir(work).read_summary()
     rows = RunDir(work).read_metrics()
-    out = {"unit": unit.id, "status": status, "cells": {}}
-    for cell in unit.cells():
-        mine = [r for r in rows if r["seed"] == cell.seed]
-        info = {"unit": unit.id, "unit_seeds": unit.seeds, "unit_seconds": time.perf_counter() - t0,
-                "train_seconds_unit": summary.get("train_seconds"), "device": summary.get("device"),
-                "epochs_completed": summary.get("epochs_completed"), **extra}
-        if status == "diverged":
-            info["diverged"] = summary.get("diverged")
-        if root is not None:
-            write_cell(root, cell, unit.config, status, mine, info)
-            out["cells"][cell.id] = {"status": status}
-        else:
-            out["cells"][cell.id] = {"status": status, "rows": mine, "info": info}
+    info = {"unit": unit.id, "unit_seeds": unit.seeds, "unit_seconds": time.perf_counter() - t0,
+            "train_seconds_unit": summary.get("train_seconds"), "device": summary.get("device"),
+            "epochs_completed": summary.get("epochs_completed"), **extra}
+    if status == "diverged":
+        info["diverged"] = summary.get("diverged")
+    entries = {c.id: {"status": status, "rows": [r for r in rows if r["seed"] == c.seed], "info": info}
+               for c in unit.cells()}
+    out = {"unit": unit.id, "status": status, "cells": entries}
+    if root is not None:
+        write_unit_cells(root, unit, entries)
+        out["cells"] = {cid: {"status": status} for cid in entries}
     if root is not None and status == "complete":
         for name in ("checkpoint.pt",):  # the model stays (model.pt); the optimiser state is no longer needed
             (work / name).unlink(missing_ok=True)
@@ -170,10 +175,6 @@ class StudyRunner:
         units, done, total = [], 0, 0
         for unit in self.study.units(self.seed_batch, getattr(self.executor, "device_type", None)):
             todo = [c.seed for c in unit.cells() if read_cell(cell_dir(self.root, c)).get("status") not in FINAL]
-            if todo and (unit_work_dir(self.root, unit) / "checkpoint.pt").exists():
-                # stopped between its cells: resume it whole, its seeds batched as they trained (a seed retrained
-                # alone multiplies other matrix shapes and ends different in the last bits)
-                todo = unit.seeds
             total += len(unit.seeds)
             done += len(unit.seeds) - len(todo)
             if not todo or not self.study.selected(unit.factors, self.only):
@@ -214,10 +215,8 @@ class StudyRunner:
             self.console.print(f"[yellow]{unit.id} diverged; training its seeds one at a time")
             queue.extend(unit.with_seeds([s]) for s in unit.seeds)
             return False
-        for cell in unit.cells():
-            entry = result["cells"][cell.id]
-            if "rows" in entry:  # the worker had no access to the study directory
-                write_cell(self.root, cell, unit.config, entry["status"], entry["rows"], entry["info"])
+        if all("rows" in entry for entry in result["cells"].values()):  # the worker had no access to the study directory
+            write_unit_cells(self.root, unit, result["cells"])
         if result["status"] == "diverged":
             self.console.print(f"[yellow]{unit.id} diverged: marked, moving on")
         return True
@@ -232,6 +231,7 @@ class StudyRunner:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
+        finish_writes(self.root, (self.root / "work").glob("*/landing"))  # cells a stopped runner was writing
         units, done, total = self.pending_units()
         self.console.print(f"study {self.study.name} [{self.study.grid_name} grid, {self.study.layer_type} layers]: "
                            f"{total} cells, {done} already recorded, {len(units)} work unit(s) to run on "
