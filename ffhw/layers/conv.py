@@ -12,6 +12,34 @@ from torch import nn
 from .base import FFLayer
 
 
+def max_pool2x2(x: torch.Tensor, kernel: int = 2) -> torch.Tensor:
+    """F.max_pool2d(x, 2) with the same values, gradients and tie rule (first in scan order), faster on the CPU,
+    whose NCHW pooling kernel is several times slower than its channels-last one at these small planes
+    (benchmarks/results/conv_bench.json): without autograd, two elementwise maxima of strided views; with it,
+    the channels-last kernel's indices drive the NCHW backward."""
+    if kernel != 2 or x.device.type != "cpu" or x.dim() != 4:
+        return F.max_pool2d(x, kernel)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _ChannelsLastMaxPool.apply(x)
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    cols = torch.maximum(x[..., :h, 0:w:2], x[..., :h, 1:w:2])
+    return torch.maximum(cols[..., 0::2, :], cols[..., 1::2, :])
+
+
+class _ChannelsLastMaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y, idx = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last), [2, 2], [2, 2])
+        ctx.save_for_backward(x, idx.contiguous())  # indices are per plane (h * W + w), whatever the layout
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, idx = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, [2, 2], [2, 2], [0, 0], [1, 1],
+                                                               False, idx)
+
+
 # ---- conv blocks: [norm at the block input] -> conv 3x3 pad 1, no bias -> activation -> optional max-pool 2 ----
 
 class ConvBlock(FFLayer):
@@ -73,12 +101,12 @@ class ConvBlock(FFLayer):
                      None if bias is None else bias.reshape(s * o), padding=1, groups=s)
         return self.ungrouped(y, s)
 
-    def maybe_pool(self, y: torch.Tensor, pool=F.max_pool2d) -> torch.Tensor:
+    def maybe_pool(self, y: torch.Tensor, pool=None) -> torch.Tensor:
         """The block's 2x2 pool (max by default) over the last three dimensions, if the block pools."""
         if not self.pool:
             return y
         lead = y.shape[:-3]
-        return pool(y.reshape(-1, *y.shape[-3:]), 2).reshape(*lead, *self.out_shape)
+        return (pool or max_pool2x2)(y.reshape(-1, *y.shape[-3:]), 2).reshape(*lead, *self.out_shape)
 
     def forward_labels(self, base, patterns, neutral=None):
         raise TypeError("conv blocks take the label as an input channel: use LabelChannel.all_labels")

@@ -60,3 +60,37 @@ def test_conv_seeds_are_independent_groups():
     x2[1] = torch.rand_like(x2[1])  # change only seed 1's input
     out2 = net.layers[0](x2).act
     assert torch.equal(out[0], out2[0]) and not torch.equal(out[1], out2[1])
+
+
+def _pool_cases():
+    g = torch.Generator().manual_seed(0)
+    floats = torch.relu(torch.randn(6, 3, 9, 10, generator=g))  # odd height: the last row is dropped
+    levels = torch.round(floats * 2) / 2  # quantized activations: ties inside windows
+    spikes = (torch.rand(6, 3, 8, 8, generator=g) < 0.3).float()  # binary: ties everywhere
+    return {"floats": floats, "levels": levels, "spikes": spikes}
+
+
+@pytest.mark.parametrize("case", ["floats", "levels", "spikes"])
+def test_max_pool2x2_matches_torch_values_gradients_and_ties(case):
+    """The CPU pool that conv blocks use gives F.max_pool2d's values and, with ties, its gradients (the first
+    maximum in scan order gets it), with and without autograd."""
+    import torch.nn.functional as F
+    from ffhw.layers.conv import max_pool2x2
+
+    x = _pool_cases()[case]
+    assert torch.equal(max_pool2x2(x), F.max_pool2d(x, 2))
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = max_pool2x2(a), F.max_pool2d(b, 2)
+    assert torch.equal(ya, yb)
+    g = torch.randn(ya.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.autograd.grad(ya, a, g)[0], torch.autograd.grad(yb, b, g)[0])
+
+
+def test_max_pool2x2_propagates_nan():
+    from ffhw.layers.conv import max_pool2x2
+
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 1, 1] = float("nan")
+    x[0, 0, 2, 3] = float("nan")
+    for y in (max_pool2x2(x), max_pool2x2(x.clone().requires_grad_())):
+        assert torch.isnan(y).tolist() == [[[[True, False], [False, True]]]]
