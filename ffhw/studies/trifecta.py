@@ -201,6 +201,17 @@ def missing_lines(study, results: dict) -> list[str]:
     return lines
 
 
+def with_steps_not_run(study, checks: list[dict]) -> list[dict]:
+    """The checks in the grid's order, with the ordering steps whose cells have not all run yet marked so
+    (a grid still being run: a step no cell has reached is not a result)."""
+    factors = study.grid["factors"]
+    variants, pairs = factors.get("variant", []), study.definition.get("analysis", {}).get("ordering", [])
+    by_step = {(c["dataset"], c["lower"], c["higher"]): c for c in checks}
+    steps = [by_step.pop((d, a, b), None) or {"dataset": d, "lower": a, "higher": b, "verdict": "not run yet"}
+             for d in sorted(factors.get("data.dataset", [])) for a, b in pairs if a in variants and b in variants]
+    return steps + list(by_step.values())
+
+
 def write_report(root: Path, study, results: dict, checks: list[dict], thesis: dict, note: str, rule: dict) -> None:
     from ..config import RunConfig
     from ..records import RunDir
@@ -233,9 +244,14 @@ def write_report(root: Path, study, results: dict, checks: list[dict], thesis: d
               f"fewer than {rule['min_seeds']} seeds, with a silent last block, or while a variant's validation "
               f"accuracy still rises by more than {rule['max_final_gain']} per epoch over the last third of training "
               "(a ranking of networks still learning is not their ranking).", ""]
-    if not checks:
+    steps = with_steps_not_run(study, checks)
+    if not steps:
         lines.append("- no step to check: the grid holds no two variants of the ordering on one dataset.")
-    for c in checks:
+    for c in steps:
+        if "difference" not in c:
+            lines.append(f"- {c['dataset']}: {LABELS.get(c['lower'], c['lower'])} < "
+                         f"{LABELS.get(c['higher'], c['higher'])} -> **not run yet** (the study command runs it)")
+            continue
         d = c["difference"]
         lines.append(f"- {c['dataset']}: {LABELS.get(c['lower'], c['lower'])} < {LABELS.get(c['higher'], c['higher'])}: "
                      f"{fmt(100 * d['mean'], '{:+.2f}')} pp [{fmt(100 * d['ci'][0], '{:+.2f}')}, "
@@ -251,7 +267,7 @@ def write_report(root: Path, study, results: dict, checks: list[dict], thesis: d
     if note:
         lines += ["", f"**Note on {study.layer_type} layers.** " + " ".join(note.split())]
     by_dataset: dict[str, list[dict]] = {}
-    for c in checks:
+    for c in steps:
         by_dataset.setdefault(c["dataset"], []).append(c)
     lines += [""]
     for dataset, cs in by_dataset.items():

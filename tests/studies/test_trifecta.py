@@ -71,3 +71,19 @@ def test_report_names_what_its_numbers_leave_out():
     assert "mnist symba (1 of 2 seeds finished)" in pending  # a configuration with a seed still to train
     paper = Study.load("trifecta", "paper", "standard")
     assert "not in this grid" not in " ".join(trifecta.missing_lines(paper, results))
+
+
+def test_steps_whose_cells_have_not_run_are_listed_as_not_run():
+    """A grid still being run: every ordering step it holds is listed, the unreached ones as not run, so the
+    report's counts are out of the grid's steps, not out of those that happen to have cells."""
+    from ffhw.study import Study
+
+    study = Study.load("trifecta", "cpu", "standard")  # 5 variants x MNIST, Fashion-MNIST: 10 steps
+    results = trifecta.summarize(cells({"symba-bn": [0.80, 0.81, 0.79, 0.82, 0.80],
+                                        "trifecta": [0.85, 0.86, 0.84, 0.86, 0.85]}, flat=True))
+    steps = trifecta.with_steps_not_run(study, trifecta.ordering(results, PAIRS))
+    assert len(steps) == 10
+    assert [s["verdict"] for s in steps].count("not run yet") == 9
+    done = next(s for s in steps if "difference" in s)
+    assert (done["dataset"], done["lower"], done["higher"], done["verdict"]) == ("mnist", "symba-bn", "trifecta",
+                                                                                   "reproduced")
