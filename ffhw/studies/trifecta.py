@@ -117,6 +117,13 @@ def ordering(results: dict, pairs: list[list[str]], rule: dict | None = None) ->
     return checks
 
 
+def variant_colors(variants) -> dict:
+    """A fixed colour per variant (the five ablation variants first, in order), so every report's figures agree."""
+    names = list(dict.fromkeys([*LABELS, *variants]))
+    palette = pyplot().get_cmap("tab10").colors
+    return {v: palette[i % len(palette)] for i, v in enumerate(names)}
+
+
 def figure_per_dataset(results: dict, path: Path, draw, title: str, xlabel: str, ylabel: str,
                        chance: float | None = 0.1) -> None:
     """One subplot per dataset, one line per variant drawn by `draw(ax, entry, label)`."""
@@ -124,8 +131,7 @@ def figure_per_dataset(results: dict, path: Path, draw, title: str, xlabel: str,
     datasets = list(results)
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets) + 1.5, 4.2), squeeze=False, sharey=True,
                              layout="constrained")
-    variants = list(dict.fromkeys(v for d in datasets for v in results[d]))
-    colors = dict(zip(variants, plt.get_cmap("tab10").colors))  # one colour per variant in every panel
+    colors = variant_colors(v for d in datasets for v in results[d])
     for ax, dataset in zip(axes[0], datasets):
         for i, (variant, e) in enumerate(results[dataset].items()):
             ax.set_prop_cycle(color=[colors[variant]])
@@ -137,10 +143,12 @@ def figure_per_dataset(results: dict, path: Path, draw, title: str, xlabel: str,
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
-    legend = {}  # every variant of any panel, once (a panel may lack some)
+    legend = {}  # every variant of any panel, once (a panel may lack some), in the ablation's order
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
+    rank = {label: i for i, label in enumerate(LABELS.get(v, v) for v in colors)}
+    legend = dict(sorted(legend.items(), key=lambda item: rank.get(item[0], len(rank))))
     fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=8)
     save_figure(fig, path)
 

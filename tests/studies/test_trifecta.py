@@ -87,3 +87,11 @@ def test_steps_whose_cells_have_not_run_are_listed_as_not_run():
     done = next(s for s in steps if "difference" in s)
     assert (done["dataset"], done["lower"], done["higher"], done["verdict"]) == ("mnist", "symba-bn", "trifecta",
                                                                                    "reproduced")
+
+
+def test_a_variant_keeps_its_colour_whichever_variants_a_report_holds():
+    full = trifecta.variant_colors(["vanilla", "symba", "symba-apl", "symba-bn", "trifecta"])
+    partial = trifecta.variant_colors(["trifecta", "symba-bn"])
+    assert partial["trifecta"] == full["trifecta"] and partial["symba-bn"] == full["symba-bn"]
+    assert len(set(full.values())) == 5
+    assert trifecta.variant_colors(["no-norm"])["no-norm"] not in full.values()
