@@ -15,7 +15,7 @@
 #   python -m ffhw.run study trifecta --grid long --layer-type standard            # the same for 30 epochs, 2 seeds (~85 min per cell, two 1-thread workers)
 #   python -m ffhw.run study trifecta --grid long-no-augmentation --layer-type standard  # `long` without crop and rotation, 1 seed
 #   python -m ffhw.run study trifecta --grid ablation --layer-type standard        # 5 variants x 2 data sets x 5 seeds, 15 epochs (~15-25 min per cell on 1 thread)
-#   python -m ffhw.run study trifecta --grid ablation-30 --layer-type standard     # the same for 30 epochs (~15-17 min per cell, two 1-thread workers)
+#   python -m ffhw.run study trifecta --grid ablation-30 --layer-type standard     # the same for 30 epochs (10-19 min per cell, two 1-thread workers; 8-bit about 30)
 # A unit checkpoints each epoch into <study>/work/ (not committed): a unit longer than the machine stays up
 # does not finish; finished cells are kept.
 set -euo pipefail
